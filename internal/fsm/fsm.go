@@ -1,0 +1,152 @@
+// Package fsm holds the transitions of once's state machine, shared by the
+// stores that keep records in Go (memstore, boltstore) so that they cannot
+// drift apart. Each function takes the stored record (nil when absent) and the
+// store's current time, and returns the record to store (nil when nothing
+// changes). Callers hold whatever lock or transaction makes the
+// read-modify-write atomic.
+package fsm
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/oncehq/once"
+)
+
+// Claim applies a claim to r.
+func Claim(r *once.Record, req once.ClaimRequest, now time.Time) (next *once.Record, res once.ClaimResult) {
+	if r != nil && r.Live(now) && r.State != once.StateReleased {
+		if len(req.Fingerprint) > 0 && len(r.Fingerprint) > 0 && !bytes.Equal(req.Fingerprint, r.Fingerprint) {
+			return nil, once.ClaimResult{Outcome: once.Mismatch, Record: *r}
+		}
+		switch {
+		case r.State == once.StateCompleted:
+			return nil, once.ClaimResult{Outcome: once.Completed, Record: *r}
+		case !r.Abandoned(now):
+			return nil, once.ClaimResult{Outcome: once.InProgress, Record: *r, RetryAfter: r.LeaseExpiresAt.Sub(now)}
+		case req.Policy != once.AbandonRetry:
+			return nil, once.ClaimResult{Outcome: once.Abandoned, Record: *r}
+		}
+	}
+	n := &once.Record{
+		Key:            req.Key,
+		Fingerprint:    req.Fingerprint,
+		State:          once.StateInProgress,
+		Token:          1,
+		Attempts:       1,
+		Lease:          req.Lease,
+		LeaseExpiresAt: now.Add(req.Lease),
+		ExpiresAt:      now.Add(max(req.Retention, req.Lease)),
+		CreatedAt:      now,
+		UpdatedAt:      now,
+	}
+	if r != nil {
+		n.Token = r.Token + 1
+		if r.Live(now) {
+			// Released or abandoned: the same key lives on.
+			n.Attempts = r.Attempts + 1
+			n.CreatedAt = r.CreatedAt
+			if r.State == once.StateInProgress && len(n.Fingerprint) == 0 {
+				n.Fingerprint = r.Fingerprint
+			}
+		}
+	}
+	return n, once.ClaimResult{Outcome: once.Acquired, Token: n.Token, Record: *n}
+}
+
+// holds reports whether token currently holds r.
+func holds(r *once.Record, token uint64, now time.Time) bool {
+	return r != nil && r.Live(now) && r.Token == token
+}
+
+// Complete applies a completion to r.
+func Complete(r *once.Record, token uint64, result once.Result, now time.Time) (*once.Record, error) {
+	if !holds(r, token, now) {
+		return nil, once.ErrFenced
+	}
+	switch r.State {
+	case once.StateCompleted:
+		if r.Result.Equal(result) {
+			return nil, nil
+		}
+		return nil, once.ErrFenced
+	case once.StateInProgress:
+		n := *r
+		n.State = once.StateCompleted
+		n.Result = result
+		n.CompletedAt = now
+		n.UpdatedAt = now
+		return &n, nil
+	}
+	return nil, once.ErrFenced
+}
+
+// Release applies a release to r.
+func Release(r *once.Record, token uint64, now time.Time) (*once.Record, error) {
+	if !holds(r, token, now) {
+		return nil, once.ErrFenced
+	}
+	switch r.State {
+	case once.StateReleased:
+		return nil, nil
+	case once.StateInProgress:
+		n := *r
+		n.State = once.StateReleased
+		n.UpdatedAt = now
+		return &n, nil
+	}
+	return nil, once.ErrFenced
+}
+
+// Extend applies a lease renewal to r.
+func Extend(r *once.Record, token uint64, lease time.Duration, now time.Time) (*once.Record, error) {
+	if !holds(r, token, now) || r.State != once.StateInProgress {
+		return nil, once.ErrFenced
+	}
+	n := *r
+	n.Lease = lease
+	n.LeaseExpiresAt = now.Add(lease)
+	if n.ExpiresAt.Before(n.LeaseExpiresAt) {
+		n.ExpiresAt = n.LeaseExpiresAt
+	}
+	n.UpdatedAt = now
+	return &n, nil
+}
+
+// Delete makes r absent while keeping its tombstone: the record expires now
+// and is purged a lease later.
+func Delete(r *once.Record, now time.Time) (*once.Record, error) {
+	if r == nil || !r.Live(now) {
+		return nil, once.ErrNotFound
+	}
+	n := *r
+	n.ExpiresAt = now
+	if n.LeaseExpiresAt.After(now) {
+		// A holder may still be at work: keep the counter until its lease
+		// would have passed, plus a lease of slack.
+		n.Lease += n.LeaseExpiresAt.Sub(now)
+	}
+	n.UpdatedAt = now
+	return &n, nil
+}
+
+// Get returns r if it is live, else ErrNotFound.
+func Get(r *once.Record, now time.Time) (*once.Record, error) {
+	if r == nil || !r.Live(now) {
+		return nil, once.ErrNotFound
+	}
+	return r, nil
+}
+
+// Purgeable reports whether r may be forgotten entirely at now.
+func Purgeable(r *once.Record, now time.Time) bool {
+	return !now.Before(r.PurgeAt())
+}
+
+// Advance applies a version to the current one.
+func Advance(current, version uint64) (applied bool, next uint64) {
+	if version > current {
+		return true, version
+	}
+	return false, current
+}

@@ -73,3 +73,14 @@ func SystemClock() Clock {
 	wall := start.Round(0)
 	return func() time.Time { return wall.Add(time.Since(start)) }
 }
+
+// Watcher is implemented by stores that can tell other processes when a key
+// changes, so that a caller waiting on another process's execution need not
+// poll. Notifications may be lost (a dropped connection, a full buffer):
+// callers must still poll, only more slowly.
+type Watcher interface {
+	// Watch returns a channel that receives a value (or is closed) after the
+	// record of key is completed, released or deleted, some time after Watch
+	// was called. stop releases what Watch holds; it is safe to call twice.
+	Watch(ctx context.Context, key Key) (changed <-chan struct{}, stop func(), err error)
+}

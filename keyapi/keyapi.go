@@ -104,21 +104,44 @@ func New(cfg Config) *Handler {
 	for tok, scope := range cfg.Tokens {
 		h.tokens = append(h.tokens, tokenScope{digest: sha256.Sum256([]byte(tok)), scope: scope})
 	}
-	h.mux.HandleFunc("POST /v1/keys/{key}/claim", h.keyed(h.claim))
-	h.mux.HandleFunc("POST /v1/keys/{key}/complete", h.keyed(h.complete))
-	h.mux.HandleFunc("POST /v1/keys/{key}/release", h.keyed(h.release))
-	h.mux.HandleFunc("POST /v1/keys/{key}/extend", h.keyed(h.extend))
-	h.mux.HandleFunc("GET /v1/keys/{key}", h.keyed(h.get))
-	h.mux.HandleFunc("DELETE /v1/keys/{key}", h.keyed(h.delete))
-	h.mux.HandleFunc("POST /v1/versions/{entity}", h.authed(h.advance))
-	h.mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openapiJSON)
-	})
+	for _, rt := range h.routes() {
+		h.mux.HandleFunc(rt.pattern, rt.handler)
+	}
 	h.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
 	})
 	return h
+}
+
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+func (h *Handler) routes() []route {
+	return []route{
+		{"POST /v1/keys/{key}/claim", h.keyed(h.claim)},
+		{"POST /v1/keys/{key}/complete", h.keyed(h.complete)},
+		{"POST /v1/keys/{key}/release", h.keyed(h.release)},
+		{"POST /v1/keys/{key}/extend", h.keyed(h.extend)},
+		{"GET /v1/keys/{key}", h.keyed(h.get)},
+		{"DELETE /v1/keys/{key}", h.keyed(h.delete)},
+		{"POST /v1/versions/{entity}", h.authed(h.advance)},
+		{"GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(openapiJSON)
+		}},
+	}
+}
+
+// Routes lists the patterns the handler serves ("METHOD /path"), as
+// documented in the OpenAPI document.
+func Routes() []string {
+	var out []string
+	for _, r := range (&Handler{}).routes() {
+		out = append(out, r.pattern)
+	}
+	return out
 }
 
 // LoopbackOnly reports whether the handler serves only loopback clients

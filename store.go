@@ -84,3 +84,11 @@ type Watcher interface {
 	// was called. stop releases what Watch holds; it is safe to call twice.
 	Watch(ctx context.Context, key Key) (changed <-chan struct{}, stop func(), err error)
 }
+
+// Lister is implemented by stores that can enumerate their live records, for
+// operators (once keys list). It is not meant for hot paths.
+type Lister interface {
+	// List calls fn with each live record of scope, in no particular order,
+	// until fn returns false or the records run out.
+	List(ctx context.Context, scope string, fn func(Record) bool) error
+}

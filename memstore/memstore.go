@@ -38,6 +38,7 @@ type Store struct {
 var (
 	_ once.Store   = (*Store)(nil)
 	_ once.Sweeper = (*Store)(nil)
+	_ once.Lister  = (*Store)(nil)
 )
 
 type versionKey struct{ scope, entity string }
@@ -190,6 +191,32 @@ func (s *Store) Sweep(_ context.Context, limit int) (int, error) {
 		sh.mu.Unlock()
 	}
 	return n, nil
+}
+
+// List implements once.Lister. Records are copied out shard by shard, so fn
+// may call the store.
+func (s *Store) List(_ context.Context, scope string, fn func(once.Record) bool) error {
+	if s.closed.Load() {
+		return once.ErrClosed
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		now := s.now()
+		var live []once.Record
+		for k, r := range sh.records {
+			if k.Scope == scope && r.Live(now) {
+				live = append(live, r.Clone())
+			}
+		}
+		sh.mu.Unlock()
+		for _, r := range live {
+			if !fn(r) {
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 // Len returns the number of records held, tombstones included.

@@ -13,6 +13,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/oncehq/once"
+	"github.com/oncehq/once/stores"
 )
 
 func main() {
@@ -31,11 +34,13 @@ type Main struct {
 	Stderr io.Writer
 	// Getenv reads the environment (flags fall back to ONCE_<FLAG>).
 	Getenv func(string) string
+	// OpenStore opens a store URL (default stores.Open); tests replace it.
+	OpenStore func(ctx context.Context, url string) (once.Store, error)
 }
 
 // NewMain returns a Main on the process's streams and environment.
 func NewMain() *Main {
-	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, OpenStore: stores.Open}
 }
 
 // Command is one subcommand.
@@ -56,6 +61,14 @@ func register(name, summary string, new func(m *Main) Command) {
 		panic("once: command registered twice: " + name)
 	}
 	commands[name] = command{summary: summary, new: new}
+}
+
+// openStore opens a store URL with m.OpenStore, or stores.Open.
+func (m *Main) openStore(ctx context.Context, url string) (once.Store, error) {
+	if m.OpenStore != nil {
+		return m.OpenStore(ctx, url)
+	}
+	return stores.Open(ctx, url)
 }
 
 // Run runs the subcommand named by args[0].
@@ -168,4 +181,26 @@ func (m *Main) parse(fs *flag.FlagSet, args []string) error {
 		return usageError(errors.Join(errs...).Error())
 	}
 	return nil
+}
+
+// parseAnywhere is parse for commands with positional arguments: flags may
+// come before or after them (stdlib flag stops at the first positional
+// argument, so the rest is parsed again until none is left). "--" ends the
+// flags. It returns the positional arguments.
+func (m *Main) parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := m.parse(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }

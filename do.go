@@ -1,0 +1,765 @@
+package once
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults used by New for the zero values of Config.
+const (
+	// DefaultLease is the lease used when Config.Lease is zero.
+	DefaultLease = 30 * time.Second
+	// DefaultRetention is the retention used when Config.Retention is zero.
+	DefaultRetention = 24 * time.Hour
+	// DefaultWait is the wait used when Config.Wait is zero.
+	DefaultWait = 10 * time.Second
+	// NoWait, as Config.Wait (any negative value does), makes a caller whose
+	// key is held by someone else get ErrInProgress at once.
+	NoWait time.Duration = -1
+)
+
+// ErrPanicked is returned to callers that were coalesced onto an execution
+// whose function panicked; the caller that started the execution gets the
+// panic itself.
+var ErrPanicked = errors.New("once: function panicked")
+
+var (
+	// errCallersGone is the cause of fn's cancellation when every caller left.
+	errCallersGone = errors.New("once: every caller went away")
+	// errGoexit is what the callers get when fn called runtime.Goexit.
+	errGoexit = errors.New("once: function called runtime.Goexit")
+)
+
+// finishTimeout bounds the Complete or Release that ends an execution, retries
+// included. It is not the caller's deadline: the key must not stay wedged
+// because the caller went away.
+const finishTimeout = 10 * time.Second
+
+// Poll intervals while waiting on another process's execution. They grow
+// exponentially (with jitter) from min to max; with a Watcher they start and
+// end higher, since a notification is expected first.
+const (
+	pollMin      = 10 * time.Millisecond
+	pollMax      = 500 * time.Millisecond
+	watchPollMin = 100 * time.Millisecond
+	watchPollMax = 2 * time.Second
+)
+
+const flightShards = 64
+
+// Config configures an Executor. The zero value uses the defaults.
+type Config struct {
+	// Lease is how long an execution holds its key before it counts as
+	// abandoned. It is renewed every Heartbeat while fn runs. Zero or
+	// negative means DefaultLease.
+	Lease time.Duration
+	// Retention is how long a key's record is kept after its claim. Zero or
+	// negative means DefaultRetention.
+	Retention time.Duration
+	// Wait is how long a caller waits for an execution of its key held by
+	// someone else (another caller in this process or another process)
+	// before it gets ErrInProgress. Zero means DefaultWait; negative means
+	// NoWait.
+	Wait time.Duration
+	// Heartbeat is the interval between lease renewals. Zero, negative, or
+	// not shorter than Lease means Lease/3.
+	Heartbeat time.Duration
+	// Abandoned says what to do with a key whose holder stopped renewing
+	// its lease without completing. The zero value is AbandonReject.
+	Abandoned AbandonPolicy
+	// Logger receives warnings (lost leases, failed releases, panics). Keys
+	// are logged redacted. Nil means discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Lease <= 0 {
+		c.Lease = DefaultLease
+	}
+	if c.Retention <= 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.Wait == 0 {
+		c.Wait = DefaultWait
+	} else if c.Wait < 0 {
+		c.Wait = NoWait
+	}
+	if c.Heartbeat <= 0 || c.Heartbeat >= c.Lease {
+		c.Heartbeat = c.Lease / 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Func is the work that Executor.Do runs at most once per key (at least once
+// with AbandonRetry). Its context is described on Do.
+type Func func(ctx context.Context) (Result, error)
+
+// Execution is what Executor.Do returns: the result of the key's execution and
+// how this caller got it. A caller that did not run fn itself has Replayed or
+// Shared set (the gateway's Idempotent-Replayed).
+type Execution struct {
+	// Result is the fresh or stored result. It is the caller's own copy.
+	Result
+	// Replayed reports that the result was stored by an earlier execution.
+	Replayed bool
+	// Shared reports that this caller did not run fn itself but waited on an
+	// execution (in this process or another) and got its result.
+	Shared bool
+	// Token is the fencing token of the execution that produced Result.
+	Token uint64
+	// Attempts counts the claims that acquired the key, this one included.
+	Attempts uint32
+}
+
+// Executor runs functions once per key over a Store. Callers of one key in one
+// process are coalesced onto a single execution and a single store round trip;
+// callers in other processes wait for it through the store. An Executor is safe
+// for concurrent use.
+type Executor struct {
+	store   Store
+	cfg     Config
+	log     *slog.Logger
+	watcher Watcher
+	seed    maphash.Seed
+	epoch   time.Time
+	closed  atomic.Bool
+	running sync.WaitGroup
+	shards  [flightShards]flightShard
+}
+
+type flightShard struct {
+	mu      sync.Mutex
+	flights map[Key]*flight
+}
+
+// New returns an Executor that runs functions once per key over store. The
+// Executor does not own store: closing it leaves store open. New panics if
+// store is nil.
+func New(store Store, cfg Config) *Executor {
+	if store == nil {
+		panic("once: New called with a nil Store")
+	}
+	cfg = cfg.withDefaults()
+	e := &Executor{store: store, cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), epoch: time.Now()}
+	e.watcher, _ = store.(Watcher)
+	for i := range e.shards {
+		e.shards[i].flights = make(map[Key]*flight)
+	}
+	return e
+}
+
+// Store returns the store the Executor runs over.
+func (e *Executor) Store() Store { return e.store }
+
+// Close stops the Executor: it waits for the executions in flight to end
+// (their functions run to completion and their outcomes are stored), after
+// which Do returns ErrClosed. It does not close the store. Close is safe to
+// call more than once.
+func (e *Executor) Close() error {
+	e.closed.Store(true)
+	// Every flight is added under its shard's lock after checking closed:
+	// passing through each lock orders those adds before the Wait.
+	for i := range e.shards {
+		e.shards[i].mu.Lock()
+		e.shards[i].mu.Unlock()
+	}
+	e.running.Wait()
+	return nil
+}
+
+// Do runs fn once for key, like sync.Once.Do across callers, processes and
+// restarts, and returns its result; later calls replay the stored result.
+//
+// Callers of one key in this process share one execution and one Claim: the
+// first claims the key, the others wait for its outcome (up to Config.Wait once
+// it runs fn, then ErrInProgress). A caller whose fingerprint differs from the
+// execution's does not share it: the store decides, usually ErrMismatch. If
+// another process holds the key, Do re-claims with jittered exponential
+// backoff (woken early by a Watcher store) for up to Config.Wait, then returns
+// a *ClaimError wrapping ErrInProgress with RetryAfter; with NoWait it returns
+// that at once.
+//
+// fn runs in its own goroutine with a context that keeps ctx's values but not
+// its cancellation: it is cancelled only when every caller waiting for the
+// execution has gone (their contexts are done), or when the lease is lost
+// (context.Cause wraps ErrFenced), or when the lease could not be renewed
+// before it passed. A caller whose ctx ends leaves at once with ctx.Err().
+//
+// The outcome of fn decides the key's state:
+//   - nil error: the result is stored (Complete) and returned.
+//   - an error from Permanent: the error's message is stored as the outcome
+//     (see MetaError) and the error is returned, now and on every replay.
+//   - any other error: the key is released, so a later call runs fn again,
+//     and the error is returned.
+//   - a panic: the key is released and the caller that started the execution
+//     panics with the same value; the other callers get ErrPanicked.
+//
+// Claim outcomes that do not run fn are errors of type *ClaimError wrapping
+// ErrInProgress, ErrAbandoned or ErrMismatch. A lost lease gives an error
+// wrapping ErrFenced and the result is not stored; store errors are returned
+// as the store gave them (wrapping ErrUnavailable for backend failures). On
+// error, Execution is the zero value except for a permanent error, and for a
+// result fn returned that could not be stored: then it carries that result.
+// Do returns an error wrapping ErrInvalidKey without touching the store if
+// key is malformed, and ErrClosed after Close.
+func (e *Executor) Do(ctx context.Context, key Key, fingerprint []byte, fn Func) (Execution, error) {
+	if err := key.Validate(); err != nil {
+		return Execution{}, err
+	}
+	if fn == nil {
+		return Execution{}, fmt.Errorf("%w: nil Func", ErrInvalidArgument)
+	}
+	if err := ctx.Err(); err != nil {
+		return Execution{}, err
+	}
+	f, owner, err := e.attach(ctx, key, fingerprint, fn)
+	if err != nil {
+		return Execution{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { e.detach(f) })
+	if owner {
+		e.lead(f)
+		return f.awaitOwn(ctx, stop)
+	}
+	return f.awaitShared(ctx, stop)
+}
+
+// flight is one execution of a key in this process and the callers waiting
+// for it. The goroutine that drives it (the first caller, then the goroutine
+// lead starts) is the only writer of its unguarded fields.
+type flight struct {
+	e       *Executor
+	key     Key
+	fp      []byte
+	fn      Func
+	ctx     context.Context // fn's context
+	cancel  context.CancelCauseFunc
+	prev    *flight // an orphaned flight of the key still running, if any
+	decided chan struct{}
+	done    chan struct{}
+
+	// Guarded by the shard's mu.
+	refs     int // callers whose context is not done
+	finished bool
+	orphaned bool // every caller left: new callers start a new flight
+
+	// Driver only.
+	isDecided bool
+	waited    bool // the flight waited on another process's execution
+
+	rec     Record       // written before decided is closed
+	retryAt atomic.Int64 // when the holder's lease passes, as time since e.epoch
+
+	// Written before done is closed.
+	exec     Execution
+	err      error
+	panicked bool
+	panicVal any
+}
+
+func (e *Executor) shard(key Key) *flightShard {
+	return &e.shards[maphash.Comparable(e.seed, key)%flightShards]
+}
+
+// attach joins the flight of key or starts one. A caller whose fingerprint
+// differs from the flight's gets a flight of its own, not registered, so that
+// the store answers it rather than the flight's result.
+func (e *Executor) attach(ctx context.Context, key Key, fp []byte, fn Func) (*flight, bool, error) {
+	sh := e.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	cur := sh.flights[key]
+	if cur != nil && !cur.orphaned && bytes.Equal(cur.fp, fp) {
+		cur.refs++
+		return cur, false, nil
+	}
+	f := e.newFlight(ctx, key, fp, fn)
+	f.prev = cur
+	if cur == nil || cur.orphaned {
+		sh.flights[key] = f
+	}
+	e.running.Add(1)
+	return f, true, nil
+}
+
+func (e *Executor) newFlight(ctx context.Context, key Key, fp []byte, fn Func) *flight {
+	fctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	return &flight{
+		e: e, key: key, fp: bytes.Clone(fp), fn: fn, ctx: fctx, cancel: cancel,
+		refs: 1, decided: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// detach runs when a caller's context is done. When no caller is left, fn is
+// cancelled and the flight stops taking callers: a newcomer would otherwise
+// inherit a cancelled execution.
+func (e *Executor) detach(f *flight) {
+	sh := e.shard(f.key)
+	sh.mu.Lock()
+	f.refs--
+	orphan := f.refs == 0 && !f.finished
+	if orphan {
+		f.orphaned = true
+	}
+	sh.mu.Unlock()
+	if orphan {
+		f.cancel(errCallersGone)
+	}
+}
+
+// lead makes the flight's first Claim in the caller's goroutine, so that a
+// replay costs no goroutine, and hands longer work to a goroutine of its own.
+func (e *Executor) lead(f *flight) {
+	start := time.Now()
+	cr, err := e.claim(f)
+	if err != nil {
+		f.finish(Execution{}, err)
+		return
+	}
+	switch {
+	case cr.Outcome == Acquired:
+		f.decide(cr.Record, start.Add(e.cfg.Lease))
+		go e.execute(f, cr, start)
+	case cr.Outcome == InProgress && e.cfg.Wait > 0:
+		f.decide(cr.Record, time.Now().Add(cr.RetryAfter))
+		go e.waitOther(f, cr, start)
+	default:
+		e.settle(f, cr)
+	}
+}
+
+func (e *Executor) claim(f *flight) (ClaimResult, error) {
+	return e.store.Claim(f.ctx, ClaimRequest{
+		Key: f.key, Fingerprint: f.fp, Lease: e.cfg.Lease, Retention: e.cfg.Retention, Policy: e.cfg.Abandoned,
+	})
+}
+
+// settle ends the flight with a Claim outcome that does not run fn.
+func (e *Executor) settle(f *flight, cr ClaimResult) {
+	if cr.Outcome != Completed {
+		f.finish(Execution{}, claimError(cr))
+		return
+	}
+	rec := cr.Record
+	x := Execution{Result: rec.Result, Replayed: true, Shared: f.waited, Token: rec.Token, Attempts: rec.Attempts}
+	f.finish(x, replayError(rec.Result))
+}
+
+func claimError(cr ClaimResult) error {
+	ce := &ClaimError{Record: cr.Record}
+	switch cr.Outcome {
+	case InProgress:
+		ce.Err, ce.RetryAfter = ErrInProgress, max(cr.RetryAfter, time.Millisecond)
+	case Abandoned:
+		ce.Err = ErrAbandoned
+	case Mismatch:
+		ce.Err = ErrMismatch
+	default:
+		return fmt.Errorf("%w: claim answered %v", ErrUnavailable, cr.Outcome)
+	}
+	return ce
+}
+
+// waitOther re-claims a key held by another process until it is released or
+// completed, or until Config.Wait has passed since start.
+func (e *Executor) waitOther(f *flight, cr ClaimResult, start time.Time) {
+	f.waited = true
+	deadline := start.Add(e.cfg.Wait)
+	w := e.watch(f)
+	defer w.stop()
+	for delay := w.min; ; delay = min(2*delay, w.max) {
+		d := min(jitter(delay), max(cr.RetryAfter, time.Millisecond), time.Until(deadline))
+		if !w.sleep(d) {
+			f.finish(Execution{}, context.Cause(f.ctx))
+			return
+		}
+		at := time.Now()
+		var err error
+		if cr, err = e.claim(f); err != nil {
+			f.finish(Execution{}, err)
+			return
+		}
+		switch {
+		case cr.Outcome == Acquired:
+			w.stop()
+			e.execute(f, cr, at)
+			return
+		case cr.Outcome != InProgress || !time.Now().Before(deadline):
+			e.settle(f, cr)
+			return
+		}
+		f.setRetryAt(time.Now().Add(cr.RetryAfter))
+	}
+}
+
+// waiter is what wakes waitOther early: a store notification or the end of an
+// orphaned flight of the same key in this process.
+type waiter struct {
+	f        *flight
+	changed  <-chan struct{}
+	prev     <-chan struct{}
+	stop     func()
+	min, max time.Duration
+}
+
+func (e *Executor) watch(f *flight) *waiter {
+	w := &waiter{f: f, stop: func() {}, min: pollMin, max: pollMax}
+	if f.prev != nil {
+		w.prev = f.prev.done
+	}
+	if e.watcher == nil {
+		return w
+	}
+	ch, stop, err := e.watcher.Watch(f.ctx, f.key)
+	if err != nil {
+		e.log.Debug("once: watch failed, polling", "key", f.key.String(), "err", err)
+		return w
+	}
+	w.changed, w.stop, w.min, w.max = ch, stop, watchPollMin, watchPollMax
+	return w
+}
+
+// sleep waits d or until woken. It reports false if fn's context (every
+// caller) is gone.
+func (w *waiter) sleep(d time.Duration) bool {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case _, ok := <-w.changed:
+		if !ok {
+			w.changed = nil
+		}
+	case <-w.prev:
+		w.prev = nil
+	case <-w.f.ctx.Done():
+		return false
+	}
+	return true
+}
+
+// jitter returns a duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// outcome is how fn ended.
+type outcome struct {
+	res      Result
+	err      error
+	panicked bool
+	panicVal any
+	stack    []byte
+}
+
+// call runs fn, turning a panic into an outcome. If fn calls runtime.Goexit,
+// call does not return.
+func call(ctx context.Context, fn Func) (o outcome) {
+	normal := false
+	defer func() {
+		if !normal {
+			if r := recover(); r != nil {
+				o = outcome{panicked: true, panicVal: r, stack: debug.Stack()}
+			}
+		}
+	}()
+	o.res, o.err = fn(ctx)
+	normal = true
+	return o
+}
+
+// execute runs fn for the claim cr (acquired at start) while renewing its
+// lease, then stores or releases the outcome.
+func (e *Executor) execute(f *flight, cr ClaimResult, start time.Time) {
+	hb := e.startHeartbeat(f, cr.Token, start)
+	returned := false
+	defer func() {
+		if !returned { // runtime.Goexit in fn
+			hb.stop()
+			f.finish(Execution{}, errors.Join(errGoexit, e.release(f, cr.Token)))
+		}
+	}()
+	o := call(f.ctx, f.fn)
+	returned = true
+	lost := hb.stop()
+	x := Execution{Result: o.res, Token: cr.Token, Attempts: cr.Record.Attempts}
+	var pe *PermanentError
+	switch {
+	case o.panicked:
+		e.onPanic(f, cr.Token, o)
+	case errors.Is(lost, ErrFenced):
+		f.finish(resultOnly(x, o.err), lost)
+	case o.err == nil:
+		e.complete(f, x, nil)
+	case errors.As(o.err, &pe):
+		x.Result = permanentResult(o.res, o.err)
+		e.complete(f, x, o.err)
+	default:
+		f.finish(Execution{}, errors.Join(o.err, lost, e.release(f, cr.Token)))
+	}
+}
+
+// resultOnly keeps fn's result for a caller told that it could not be stored.
+func resultOnly(x Execution, fnErr error) Execution {
+	if fnErr != nil {
+		return Execution{}
+	}
+	return Execution{Result: x.Result, Token: x.Token, Attempts: x.Attempts}
+}
+
+// complete stores x.Result and ends the flight with fnErr (nil, or the
+// permanent error the result records).
+func (e *Executor) complete(f *flight, x Execution, fnErr error) {
+	err := e.finishOp(f, func(ctx context.Context) error {
+		return e.store.Complete(ctx, f.key, x.Token, x.Result)
+	})
+	if err != nil {
+		e.log.Warn("once: result not stored", "key", f.key.String(), "token", x.Token, "err", err)
+		err = fmt.Errorf("once: complete key %s: %w", f.key, err)
+		if fnErr == nil {
+			x = resultOnly(x, nil)
+		}
+	}
+	f.finish(x, errors.Join(fnErr, err))
+}
+
+// release gives the key up after fn failed, so that a retry runs it again.
+func (e *Executor) release(f *flight, token uint64) error {
+	err := e.finishOp(f, func(ctx context.Context) error {
+		return e.store.Release(ctx, f.key, token)
+	})
+	if err != nil {
+		e.log.Warn("once: key not released", "key", f.key.String(), "token", token, "err", err)
+		return fmt.Errorf("once: release key %s: %w", f.key, err)
+	}
+	return nil
+}
+
+func (e *Executor) onPanic(f *flight, token uint64, o outcome) {
+	e.log.Error("once: function panicked", "key", f.key.String(), "panic", o.panicVal, "stack", string(o.stack))
+	_ = e.release(f, token) // logged by release
+	f.panicked, f.panicVal = true, o.panicVal
+	f.finish(Execution{}, nil)
+}
+
+// finishOp runs Complete or Release. They must not depend on the callers,
+// who may be gone, and are retried while the store is unavailable: a key
+// left in progress would be abandoned, refused until its retention passes.
+func (e *Executor) finishOp(f *flight, op func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.ctx), finishTimeout)
+	defer cancel()
+	for delay := pollMin; ; delay = min(2*delay, time.Second) {
+		err := op(ctx)
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		t := time.NewTimer(jitter(delay))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+func (f *flight) setRetryAt(t time.Time) { f.retryAt.Store(int64(t.Sub(f.e.epoch))) }
+
+func (f *flight) retryAfter() time.Duration {
+	d := time.Duration(f.retryAt.Load()) - time.Since(f.e.epoch)
+	return max(d, time.Millisecond)
+}
+
+// decide publishes that the first Claim went on to run fn or to wait on
+// another process.
+func (f *flight) decide(rec Record, retryAt time.Time) {
+	f.rec = rec
+	f.setRetryAt(retryAt)
+	f.isDecided = true
+	close(f.decided)
+}
+
+// finish publishes the flight's outcome and lets the key start a new flight.
+func (f *flight) finish(x Execution, err error) {
+	f.exec, f.err = x, err
+	sh := f.e.shard(f.key)
+	sh.mu.Lock()
+	f.finished = true
+	if sh.flights[f.key] == f {
+		delete(sh.flights, f.key)
+	}
+	sh.mu.Unlock()
+	f.prev = nil
+	if !f.isDecided {
+		f.isDecided = true
+		close(f.decided)
+	}
+	close(f.done)
+	f.cancel(context.Canceled)
+	f.e.running.Done()
+}
+
+// awaitOwn waits for the flight the caller started. The wait is not bounded by
+// Config.Wait: it is the caller's own execution.
+func (f *flight) awaitOwn(ctx context.Context, stop func() bool) (Execution, error) {
+	select {
+	case <-f.done:
+		stop()
+		return f.result(true)
+	case <-ctx.Done():
+		return Execution{}, ctx.Err()
+	}
+}
+
+// awaitShared waits for another caller's flight, up to Config.Wait once the
+// flight is known to run fn.
+func (f *flight) awaitShared(ctx context.Context, stop func() bool) (Execution, error) {
+	if f.e.cfg.Wait < 0 {
+		return f.awaitNoWait(ctx, stop)
+	}
+	t := time.NewTimer(f.e.cfg.Wait)
+	defer t.Stop()
+	select {
+	case <-f.done:
+		stop()
+		return f.result(false)
+	case <-ctx.Done():
+		return Execution{}, ctx.Err()
+	case <-t.C:
+		// The caller's interest lasts as long as its ctx: stop is not called,
+		// so fn is not cancelled on its account before then.
+		return Execution{}, f.inProgress()
+	}
+}
+
+// awaitNoWait waits only for the flight's first Claim: a replay or a refusal is
+// answered, a running fn is ErrInProgress.
+func (f *flight) awaitNoWait(ctx context.Context, stop func() bool) (Execution, error) {
+	select {
+	case <-f.decided:
+	case <-ctx.Done():
+		return Execution{}, ctx.Err()
+	}
+	select {
+	case <-f.done:
+		stop()
+		return f.result(false)
+	default:
+		return Execution{}, f.inProgress()
+	}
+}
+
+func (f *flight) inProgress() error {
+	ce := &ClaimError{Err: ErrInProgress, RetryAfter: f.retryAfter()}
+	select {
+	case <-f.decided:
+		ce.Record = f.rec.Clone()
+	default:
+	}
+	return ce
+}
+
+// result is the flight's outcome as one caller sees it.
+func (f *flight) result(owner bool) (Execution, error) {
+	if f.panicked {
+		if owner {
+			panic(f.panicVal)
+		}
+		return Execution{}, fmt.Errorf("%w: %v", ErrPanicked, f.panicVal)
+	}
+	x := f.exec
+	if !owner {
+		x.Shared = true
+		x.Result = x.Result.Clone()
+	}
+	return x, f.err
+}
+
+// heartbeat renews an execution's lease every Config.Heartbeat while fn runs.
+// It runs on timer callbacks rather than a goroutine of its own, so that a
+// short fn costs none.
+type heartbeat struct {
+	e        *Executor
+	f        *flight
+	token    uint64
+	mu       sync.Mutex // held across Extend, so that stop waits for it
+	timer    *time.Timer
+	leaseEnd time.Time // when the lease passes, by this process's clock
+	stopped  bool
+	lost     error
+}
+
+func (e *Executor) startHeartbeat(f *flight, token uint64, start time.Time) *heartbeat {
+	h := &heartbeat{e: e, f: f, token: token, leaseEnd: start.Add(e.cfg.Lease)}
+	h.mu.Lock()
+	h.timer = time.AfterFunc(e.cfg.Heartbeat, h.tick)
+	h.mu.Unlock()
+	return h
+}
+
+func (h *heartbeat) tick() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return
+	}
+	next, lost := h.renew()
+	if lost != nil {
+		h.lost = lost
+		h.e.log.Warn("once: lease lost, cancelling function", "key", h.f.key.String(), "token", h.token, "err", lost)
+		h.f.cancel(lost)
+		return
+	}
+	h.timer.Reset(next)
+}
+
+// renew extends the lease. Transient errors are retried (sooner than the
+// heartbeat) until the lease would pass; then, or when fenced, the lease is
+// lost and renew returns why.
+func (h *heartbeat) renew() (next time.Duration, lost error) {
+	at := time.Now()
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(h.f.ctx), h.leaseEnd)
+	err := h.e.store.Extend(ctx, h.f.key, h.token, h.e.cfg.Lease)
+	cancel()
+	switch {
+	case err == nil:
+		h.leaseEnd = at.Add(h.e.cfg.Lease)
+		h.f.setRetryAt(h.leaseEnd)
+		return h.e.cfg.Heartbeat, nil
+	case errors.Is(err, ErrFenced):
+		return 0, fmt.Errorf("once: key %s: lease lost while running: %w", h.f.key, err)
+	}
+	left := time.Until(h.leaseEnd)
+	if left <= 0 {
+		return 0, fmt.Errorf("once: key %s: lease not renewed before it passed: %w", h.f.key, err)
+	}
+	return min(max(h.e.cfg.Heartbeat/4, time.Millisecond), left), nil
+}
+
+// stop ends the renewals, waiting for one under way, and returns why the lease
+// was lost, if it was.
+func (h *heartbeat) stop() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	h.timer.Stop()
+	return h.lost
+}

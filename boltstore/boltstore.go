@@ -1,0 +1,393 @@
+// Package boltstore is a durable once.Store kept in one file with bbolt, for a
+// single process: the embedded store behind the CLI's file:PATH.
+//
+// Every write is fsynced before the call returns, so an acknowledged
+// operation survives SIGKILL and power loss. Writes go through one writer
+// goroutine that commits everything queued while the previous commit was
+// syncing in one bbolt transaction (group commit): a lone caller commits at
+// once, and under load one fsync serves many callers. Claims that cannot
+// acquire the key (replays of completed keys, keys in progress) and Get are
+// answered from a read-only transaction and never write.
+//
+// Expired records are reclaimed a batch at a time, by a background sweeper
+// and by Sweep, through an index ordered by purge time, so that no sweep
+// scans the whole file.
+package boltstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
+
+	"github.com/oncehq/once"
+	"github.com/oncehq/once/internal/fsm"
+)
+
+// ErrLocked is wrapped by the error Open returns when another process (or
+// another Store in this process) holds the file.
+var ErrLocked = errors.New("boltstore: file is locked")
+
+// Defaults of Config.
+const (
+	DefaultLockTimeout   = time.Second
+	DefaultSweepInterval = 5 * time.Second
+	DefaultSweepLimit    = 256
+)
+
+// Config configures a Store. The zero value is ready to use and durable.
+type Config struct {
+	// Clock is the store's clock. If nil, once.SystemClock() is used.
+	Clock once.Clock
+	// LockTimeout is how long Open waits for the file lock held by another
+	// process before failing with ErrLocked. Zero means DefaultLockTimeout.
+	LockTimeout time.Duration
+	// SweepInterval is how often the background sweeper reclaims expired
+	// records. Zero means DefaultSweepInterval; a negative value turns the
+	// sweeper off (Sweep still works).
+	SweepInterval time.Duration
+	// SweepLimit is the most records one sweep transaction deletes. Zero
+	// means DefaultSweepLimit.
+	SweepLimit int
+	// NoSync skips fsync on commit. The store is then NOT durable: a crash
+	// of the machine may lose or corrupt the file. For tests only.
+	NoSync bool
+}
+
+// Bucket names.
+var (
+	bucketRecords  = []byte("records")
+	bucketPurge    = []byte("purge")
+	bucketVersions = []byte("versions")
+)
+
+// Store is a once.Store in a bbolt file. It is safe for concurrent use.
+type Store struct {
+	db    *bbolt.DB
+	path  string
+	now   once.Clock
+	limit int
+
+	// mu orders enqueueing against Close: callers hold it shared while they
+	// hand an operation to the writer, Close holds it exclusively to set
+	// closed, so that nothing is queued after the writer's last drain.
+	mu     sync.RWMutex
+	closed atomic.Bool
+	queue  chan *op
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	// commits and committed count the writer's transactions and the
+	// operations they carried, for tests and benchmarks.
+	commits, committed atomic.Uint64
+	// testHook, set by a test before its first operation, runs before each
+	// operation of a batch; an error it returns fails the transaction.
+	testHook func(*op) error
+}
+
+var (
+	_ once.Store   = (*Store)(nil)
+	_ once.Sweeper = (*Store)(nil)
+	_ once.Pinger  = (*Store)(nil)
+)
+
+// Open opens (creating if needed) the store in the file at path. It fails
+// with an error wrapping ErrLocked, after cfg.LockTimeout, if another
+// process holds the file.
+func Open(path string, cfg Config) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("boltstore: empty file path")
+	}
+	if cfg.LockTimeout <= 0 {
+		cfg.LockTimeout = DefaultLockTimeout
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:      cfg.LockTimeout,
+		NoSync:       cfg.NoSync,
+		FreelistType: bbolt.FreelistMapType,
+	})
+	if errors.Is(err, bberrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s: another process holds it (waited %v; only one process may open a file: store at once)", ErrLocked, path, cfg.LockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	if err := db.Update(createBuckets); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	s := newStore(db, path, cfg)
+	s.start(cfg.SweepInterval)
+	return s, nil
+}
+
+func createBuckets(tx *bbolt.Tx) error {
+	for _, name := range [][]byte{bucketRecords, bucketPurge, bucketVersions} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newStore(db *bbolt.DB, path string, cfg Config) *Store {
+	s := &Store{
+		db:    db,
+		path:  path,
+		now:   cfg.Clock,
+		limit: cfg.SweepLimit,
+		queue: make(chan *op, maxBatch),
+		stop:  make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = once.SystemClock()
+	}
+	if s.limit <= 0 {
+		s.limit = DefaultSweepLimit
+	}
+	return s
+}
+
+func (s *Store) start(sweepEvery time.Duration) {
+	s.wg.Add(1)
+	go s.writer()
+	if sweepEvery == 0 {
+		sweepEvery = DefaultSweepInterval
+	}
+	if sweepEvery > 0 {
+		s.wg.Add(1)
+		go s.sweeper(sweepEvery)
+	}
+}
+
+// Path returns the file the store was opened on.
+func (s *Store) Path() string { return s.path }
+
+// Claim implements once.Store. A claim that would not acquire the key is
+// answered from a read-only transaction; only one that would is sent to the
+// writer, which decides again inside its transaction.
+func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
+	if err := req.Validate(); err != nil {
+		return once.ClaimResult{}, err
+	}
+	res, acquire, err := s.peekClaim(req)
+	if err != nil || !acquire {
+		return res, err
+	}
+	req.Fingerprint = cloneBytes(req.Fingerprint)
+	o := newOp(opClaim, req.Key)
+	o.req = req
+	if err := s.do(ctx, o); err != nil {
+		return once.ClaimResult{}, err
+	}
+	res, err = o.claim, o.err
+	o.free()
+	return res, err
+}
+
+// peekClaim runs the claim against the last committed state without writing.
+func (s *Store) peekClaim(req once.ClaimRequest) (res once.ClaimResult, acquire bool, err error) {
+	err = s.view(req.Key, func(r *once.Record, now time.Time) error {
+		if r == nil {
+			acquire = true
+			return nil
+		}
+		next, cr := fsm.Claim(r, req, now)
+		if acquire = next != nil; !acquire {
+			res = cr
+		}
+		return nil
+	})
+	return res, acquire, err
+}
+
+// Complete implements once.Store.
+func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result once.Result) error {
+	o := newOp(opComplete, key)
+	o.token = token
+	// A caller whose ctx ends stops waiting while the writer may still be
+	// encoding: it must be free to reuse its buffers.
+	o.result = result.Clone()
+	return s.write(ctx, o)
+}
+
+// Release implements once.Store.
+func (s *Store) Release(ctx context.Context, key once.Key, token uint64) error {
+	o := newOp(opRelease, key)
+	o.token = token
+	return s.write(ctx, o)
+}
+
+// Extend implements once.Store. Returns ErrInvalidArgument if lease is not
+// positive.
+func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease time.Duration) error {
+	if lease <= 0 {
+		return fmt.Errorf("%w: lease must be positive, got %v", once.ErrInvalidArgument, lease)
+	}
+	o := newOp(opExtend, key)
+	o.token = token
+	o.lease = lease
+	return s.write(ctx, o)
+}
+
+// Delete implements once.Store.
+func (s *Store) Delete(ctx context.Context, key once.Key) error {
+	return s.write(ctx, newOp(opDelete, key))
+}
+
+// write validates o's key, runs o through the writer and frees it.
+func (s *Store) write(ctx context.Context, o *op) error {
+	if err := o.key.Validate(); err != nil {
+		o.free()
+		return err
+	}
+	if err := s.do(ctx, o); err != nil {
+		return err
+	}
+	err := o.err
+	o.free()
+	return err
+}
+
+// Get implements once.Store. It never writes.
+func (s *Store) Get(_ context.Context, key once.Key) (once.Record, error) {
+	if err := key.Validate(); err != nil {
+		return once.Record{}, err
+	}
+	var out once.Record
+	err := s.view(key, func(r *once.Record, now time.Time) error {
+		live, err := fsm.Get(r, now)
+		if err == nil {
+			out = *live
+		}
+		return err
+	})
+	return out, err
+}
+
+// Advance implements once.Store. A version that would not apply is answered
+// without writing.
+func (s *Store) Advance(ctx context.Context, scope, entity string, version uint64) (bool, uint64, error) {
+	key := once.Key{Scope: scope, ID: entity}
+	if err := key.Validate(); err != nil {
+		return false, 0, err
+	}
+	cur, err := s.version(key)
+	if err != nil {
+		return false, 0, err
+	}
+	if applied, _ := fsm.Advance(cur, version); !applied {
+		return false, cur, nil
+	}
+	o := newOp(opAdvance, key)
+	o.version = version
+	if err := s.do(ctx, o); err != nil {
+		return false, 0, err
+	}
+	applied, cur, err := o.applied, o.current, o.err
+	o.free()
+	return applied, cur, err
+}
+
+// Ping implements once.Pinger: it opens and closes a read transaction.
+func (s *Store) Ping(context.Context) error {
+	if s.closed.Load() {
+		return once.ErrClosed
+	}
+	return s.storageErr(s.db.View(func(*bbolt.Tx) error { return nil }))
+}
+
+// Close stops the writer and the sweeper and closes the file. Operations
+// queued before Close complete; later calls return ErrClosed. Closing twice
+// returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed.Store(true)
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// view reads the record of key in a read-only transaction and calls fn with
+// it (nil when absent) and the current time. r is only valid inside fn.
+func (s *Store) view(key once.Key, fn func(r *once.Record, now time.Time) error) error {
+	if s.closed.Load() {
+		return once.ErrClosed
+	}
+	var kbuf [64]byte
+	k := appendKey(kbuf[:0], key.Scope, key.ID)
+	var fnErr error
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var r *once.Record
+		if v := tx.Bucket(bucketRecords).Get(k); v != nil {
+			var err error
+			if r, err = decodeRecord(v); err != nil {
+				return err
+			}
+		}
+		fnErr = fn(r, s.now())
+		return nil
+	})
+	if err != nil {
+		return s.keyErr(key, err)
+	}
+	return fnErr
+}
+
+// version reads the current version of key (0 when never set).
+func (s *Store) version(key once.Key) (uint64, error) {
+	if s.closed.Load() {
+		return 0, once.ErrClosed
+	}
+	var kbuf [64]byte
+	k := appendKey(kbuf[:0], key.Scope, key.ID)
+	var cur uint64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		cur, err = decodeVersion(tx.Bucket(bucketVersions).Get(k))
+		return err
+	})
+	if err != nil {
+		return 0, s.keyErr(key, err)
+	}
+	return cur, nil
+}
+
+// keyErr translates a storage error met on key.
+func (s *Store) keyErr(key once.Key, err error) error {
+	if errors.Is(err, errCorrupt) {
+		return fmt.Errorf("%w: %s: key %q: %w", once.ErrUnavailable, s.path, key, err)
+	}
+	return s.storageErr(err)
+}
+
+// storageErr translates an error of bbolt into ErrClosed or ErrUnavailable.
+func (s *Store) storageErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bberrors.ErrDatabaseNotOpen) || s.closed.Load():
+		return once.ErrClosed
+	}
+	return fmt.Errorf("%w: boltstore %s: %w", once.ErrUnavailable, s.path, err)
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/oncehq/once"
 )
@@ -12,13 +13,13 @@ import (
 // share its first bytes, and writes to the store from inside fn.
 func TestListChunks(t *testing.T) {
 	ctx := context.Background()
-	s := MustOpen(t, Config{})
+	s := MustOpen(t, Config{NoSync: true})
 	const n = 2*listChunk + 17
 	for i := range n {
-		MustClaim(t, s, once.ClaimRequest{Key: once.Key{Scope: "a", ID: fmt.Sprint(i)}, Lease: 1e9, Retention: 1e9}, once.Acquired)
+		MustClaim(t, s, once.ClaimRequest{Key: once.Key{Scope: "a", ID: fmt.Sprint(i)}, Lease: time.Hour, Retention: time.Hour}, once.Acquired)
 	}
 	for _, scope := range []string{"", "ab", "b"} {
-		MustClaim(t, s, once.ClaimRequest{Key: once.Key{Scope: scope, ID: "x"}, Lease: 1e9, Retention: 1e9}, once.Acquired)
+		MustClaim(t, s, once.ClaimRequest{Key: once.Key{Scope: scope, ID: "x"}, Lease: time.Hour, Retention: time.Hour}, once.Acquired)
 	}
 	if err := s.Delete(ctx, once.Key{Scope: "a", ID: "7"}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,4 @@
+package race
+
+// SummarizeLatency exposes summarizeLatency to the tests.
+var SummarizeLatency = summarizeLatency

@@ -61,12 +61,15 @@ func TestRunRacyEndpointBreaksEveryRound(t *testing.T) {
 	users := racetest.NewUsers(5 * time.Second)
 	srv := httptest.NewServer(users)
 	defer srv.Close()
-	var emails sync.Map
+	var called []int
 	rep := MustRun(t, race.Config{
 		URL: srv.URL + "/users", N: 20, Rounds: 3,
-		Body: `{"email":"{{uuid}}@example.com"}`,
-		OnRound: func(r race.Round) { emails.Store(r.Round, r.Key) },
+		Body:    `{"email":"{{uuid}}@example.com"}`,
+		OnRound: func(r race.Round) { called = append(called, r.Round) },
 	})
+	if fmt.Sprint(called) != "[1 2 3]" {
+		t.Errorf("OnRound called for rounds %v, want [1 2 3]", called)
+	}
 	if rep.Rounds != 3 || rep.RoundsFailed != 3 || rep.FlakeRate != 1 {
 		t.Fatalf("rounds %d, failed %d, flake rate %v; want 3, 3, 1", rep.Rounds, rep.RoundsFailed, rep.FlakeRate)
 	}

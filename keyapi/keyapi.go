@@ -20,6 +20,14 @@
 // "Authorization: Bearer TOKEN", and the token's scope namespaces the keys, so
 // two tokens with different scopes never see each other's keys. Without
 // tokens, the API answers only requests from loopback addresses.
+//
+// Scopes: a request may name its scope in the Once-Scope header
+// (percent-encoded). A token configured with the scope "*" is an operator
+// token and may name any scope (the header's absence means the empty scope);
+// so may loopback clients when no token is configured. A token with a fixed
+// scope always works in that scope: a Once-Scope header naming another one is
+// refused with 403. This lets the Go client (onceclient) be a full once.Store
+// for trusted callers without letting a tenant's token leave its scope.
 package keyapi
 
 import (
@@ -35,6 +43,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -52,8 +61,9 @@ func OpenAPI() []byte { return openapiJSON }
 type Config struct {
 	// Store keeps the records. Required.
 	Store once.Store
-	// Tokens maps bearer tokens to the scope their keys live in. If empty,
-	// only loopback clients are served, all in the empty scope.
+	// Tokens maps bearer tokens to the scope their keys live in; the scope
+	// "*" lets the token name any scope with the Once-Scope header. If empty,
+	// only loopback clients are served, and they may name any scope.
 	Tokens map[string]string
 	// Lease is the default lease of a claim (default 30s).
 	Lease time.Duration
@@ -151,10 +161,47 @@ func (h *Handler) LoopbackOnly() bool { return len(h.tokens) == 0 }
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
-// scope authenticates r and returns the scope of its keys.
-func (h *Handler) scope(r *http.Request) (string, bool) {
+// ScopeHeader names the scope of a request's keys (percent-encoded).
+const ScopeHeader = "Once-Scope"
+
+// AnyScope as a token's scope lets it name any scope with ScopeHeader.
+const AnyScope = "*"
+
+// errScope is a request whose token may not use the scope it names.
+var errScope = errors.New("keyapi: scope not allowed for this token")
+
+// scope authenticates r and returns the scope of its keys. ok is false when
+// r is not authenticated; err is set when it names a scope it may not use.
+func (h *Handler) scope(r *http.Request) (scope string, ok bool, err error) {
+	allowed, ok := h.tokenScope(r)
+	if !ok {
+		return "", false, nil
+	}
+	vals := r.Header.Values(ScopeHeader)
+	if len(vals) > 1 {
+		return "", true, fmt.Errorf("more than one %s header", ScopeHeader)
+	}
+	if len(vals) == 0 {
+		if allowed == AnyScope {
+			return "", true, nil
+		}
+		return allowed, true, nil
+	}
+	asked, err := url.PathUnescape(vals[0])
+	if err != nil {
+		return "", true, fmt.Errorf("%s header: %v", ScopeHeader, err)
+	}
+	if allowed != AnyScope && asked != allowed {
+		return "", true, errScope
+	}
+	return asked, true, nil
+}
+
+// tokenScope returns the scope r's credentials allow: the token's, or
+// AnyScope for loopback clients when no token is configured.
+func (h *Handler) tokenScope(r *http.Request) (string, bool) {
 	if len(h.tokens) == 0 {
-		return "", isLoopback(r.RemoteAddr)
+		return AnyScope, isLoopback(r.RemoteAddr)
 	}
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
@@ -187,7 +234,15 @@ type keyedHandler func(w http.ResponseWriter, r *http.Request, key once.Key)
 
 func (h *Handler) authed(next scopedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		scope, ok := h.scope(r)
+		scope, ok, err := h.scope(r)
+		if ok && err != nil {
+			status, typ := http.StatusBadRequest, "invalid-scope"
+			if errors.Is(err, errScope) {
+				status, typ = http.StatusForbidden, "scope-forbidden"
+			}
+			writeProblem(w, status, typ, "Scope not allowed", err.Error(), nil)
+			return
+		}
 		if !ok {
 			if len(h.tokens) == 0 {
 				writeProblem(w, http.StatusForbidden, "loopback-only", "Forbidden",
@@ -319,7 +374,7 @@ func (h *Handler) claimAnswer(w http.ResponseWriter, res once.ClaimResult) {
 		writeProblem(w, http.StatusConflict, "outcome-unknown", "Key abandoned, outcome unknown",
 			"the holder's lease passed without completion; claim with \"abandoned\":\"retry\" to take it over", s)
 	case once.Mismatch:
-		s = StateResponse{State: "mismatch", Key: s.Key}
+		s.StoredState, s.State = s.State, "mismatch"
 		writeProblem(w, http.StatusUnprocessableEntity, "fingerprint-mismatch", "Key reused with a different request",
 			"this key was claimed with another fingerprint", s)
 	}
@@ -431,7 +486,9 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.Is(err, once.ErrNotFound):
 		writeProblem(w, http.StatusNotFound, "not-found", "Key not found", "no live record for this key", nil)
-	case errors.Is(err, once.ErrInvalidKey), errors.Is(err, once.ErrInvalidArgument):
+	case errors.Is(err, once.ErrInvalidKey):
+		writeProblem(w, http.StatusBadRequest, "invalid-key", "Invalid key", strings.TrimPrefix(err.Error(), "once: "), nil)
+	case errors.Is(err, once.ErrInvalidArgument):
 		writeProblem(w, http.StatusBadRequest, "invalid-argument", "Invalid argument", strings.TrimPrefix(err.Error(), "once: "), nil)
 	default:
 		h.cfg.Logger.Error("key api: store error", "method", r.Method, "path_key", once.Redact(r.PathValue("key")), "err", err)

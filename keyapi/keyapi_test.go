@@ -199,6 +199,37 @@ func TestAuthScopes(t *testing.T) {
 	f.call(t, "POST", "/v1/keys/k/complete", "tok-a", fmt.Sprintf(`{"token":%d,"result":"a"}`, ta)).want(t, 200, "completed")
 }
 
+func TestScopeHeader(t *testing.T) {
+	f := newFixture(t, map[string]string{"tenant": "tenant-a", "ops": "*"})
+	call := func(token, scope, method, path, body string) answer {
+		req, _ := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if scope != "" {
+			req.Header.Set("Once-Scope", scope)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return answer{status: resp.StatusCode, raw: string(raw)}
+	}
+	if a := call("tenant", "tenant-b", "POST", "/v1/keys/k/claim", ""); a.status != 403 || !strings.Contains(a.raw, "scope-forbidden") {
+		t.Fatalf("tenant token naming another scope: %d %s", a.status, a.raw)
+	}
+	if a := call("tenant", "tenant-a", "POST", "/v1/keys/k/claim", ""); a.status != 201 {
+		t.Fatalf("tenant token naming its own scope: %d %s", a.status, a.raw)
+	}
+	// The operator token sees tenant-a's key only when it names the scope.
+	if a := call("ops", "", "GET", "/v1/keys/k", ""); a.status != 404 {
+		t.Fatalf("operator token, empty scope: %d %s", a.status, a.raw)
+	}
+	if a := call("ops", url.PathEscape("tenant-a"), "GET", "/v1/keys/k", ""); a.status != 200 {
+		t.Fatalf("operator token naming tenant-a: %d %s", a.status, a.raw)
+	}
+}
+
 func TestLoopbackOnlyWithoutTokens(t *testing.T) {
 	h := keyapi.New(keyapi.Config{Store: memstore.New(memstore.Config{})})
 	if !h.LoopbackOnly() {

@@ -61,7 +61,9 @@ type VersionResponse struct {
 type StateResponse struct {
 	// State is acquired, completed, in_progress, abandoned, released, mismatch
 	// or deleted.
-	State          string            `json:"state"`
+	State string `json:"state"`
+	// StoredState is the stored record's state when State is mismatch.
+	StoredState    string            `json:"stored_state,omitempty"`
 	Key            string            `json:"key,omitempty"`
 	Token          uint64            `json:"token,omitempty"`
 	Attempts       uint32            `json:"attempts,omitempty"`
@@ -133,7 +135,11 @@ func (s *StateResponse) ToRecord(scope string) (once.Record, error) {
 			*f.dst = *f.src
 		}
 	}
-	switch s.State {
+	state := s.State
+	if state == "mismatch" {
+		state = s.StoredState
+	}
+	switch state {
 	case "in_progress", "abandoned", "acquired":
 		r.State = once.StateInProgress
 	case "completed":

@@ -104,7 +104,7 @@ type retrySafe bool
 
 // do sends one API request and decodes a 2xx JSON answer into out. Problem
 // answers become errors matching once's sentinels.
-func (c *Client) do(ctx context.Context, method, path string, in, out any, safe retrySafe) (int, *problem, error) {
+func (c *Client) do(ctx context.Context, method, path, scope string, in, out any, safe retrySafe) (int, *problem, error) {
 	var body []byte
 	if in != nil {
 		var err error
@@ -114,7 +114,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, safe 
 	}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		status, p, err := c.once(ctx, method, path, body, out)
+		status, p, err := c.once(ctx, method, path, scope, body, out)
 		if err == nil || !bool(safe) || attempt >= c.retries || ctx.Err() != nil || !transient(status, err) {
 			return status, p, err
 		}
@@ -140,7 +140,7 @@ type problem struct {
 	Detail string `json:"detail"`
 }
 
-func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) (int, *problem, error) {
+func (c *Client) once(ctx context.Context, method, path, scope string, body []byte, out any) (int, *problem, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
@@ -150,6 +150,9 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if scope != "" {
+		req.Header.Set(keyapi.ScopeHeader, url.PathEscape(scope))
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -186,6 +189,8 @@ func problemError(status int, p *problem) error {
 		return once.ErrNotFound
 	case status == http.StatusBadRequest && strings.HasSuffix(p.Type, "/invalid-key"):
 		return fmt.Errorf("%w: %s", once.ErrInvalidKey, detail)
+	case status == http.StatusForbidden && strings.HasSuffix(p.Type, "/scope-forbidden"):
+		return fmt.Errorf("%w: %s", once.ErrInvalidKey, detail)
 	case status == http.StatusBadRequest:
 		return fmt.Errorf("%w: %s", once.ErrInvalidArgument, detail)
 	case status == http.StatusConflict || status == http.StatusUnprocessableEntity:
@@ -202,8 +207,9 @@ func keyPath(key once.Key, op string) string {
 	return p
 }
 
-// check validates key, and that the key's scope is the one this client's
-// token gives (the server decides scopes; a client cannot choose another).
+// check validates key. Its scope is sent in the Once-Scope header: a token
+// with a fixed scope may only use that scope (or the empty one, meaning its
+// own); an operator token ("*") or a loopback client may use any.
 func (c *Client) check(key once.Key) error {
 	if c.closed.Load() {
 		return once.ErrClosed
@@ -226,7 +232,7 @@ func (c *Client) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRe
 		Abandoned:   req.Policy.String(),
 	}
 	var s keyapi.StateResponse
-	status, p, err := c.do(ctx, http.MethodPost, keyPath(req.Key, "claim"), body, &s, true)
+	status, p, err := c.do(ctx, http.MethodPost, keyPath(req.Key, "claim"), req.Key.Scope, body, &s, true)
 	if err != nil {
 		return once.ClaimResult{}, err
 	}
@@ -265,7 +271,7 @@ func (c *Client) Complete(ctx context.Context, key once.Key, token uint64, resul
 	if len(result.Data) > 0 {
 		body.ResultBase64 = base64Std(result.Data)
 	}
-	_, _, err := c.do(ctx, http.MethodPost, keyPath(key, "complete"), body, nil, true)
+	_, _, err := c.do(ctx, http.MethodPost, keyPath(key, "complete"), key.Scope, body, nil, true)
 	return err
 }
 
@@ -274,7 +280,7 @@ func (c *Client) Release(ctx context.Context, key once.Key, token uint64) error 
 	if err := c.check(key); err != nil {
 		return err
 	}
-	_, _, err := c.do(ctx, http.MethodPost, keyPath(key, "release"), keyapi.TokenRequest{Token: token}, nil, true)
+	_, _, err := c.do(ctx, http.MethodPost, keyPath(key, "release"), key.Scope, keyapi.TokenRequest{Token: token}, nil, true)
 	return err
 }
 
@@ -287,7 +293,7 @@ func (c *Client) Extend(ctx context.Context, key once.Key, token uint64, lease t
 		return fmt.Errorf("%w: lease must be positive", once.ErrInvalidArgument)
 	}
 	body := keyapi.ExtendRequest{Token: token, LeaseMS: max(lease.Milliseconds(), 1)}
-	_, _, err := c.do(ctx, http.MethodPost, keyPath(key, "extend"), body, nil, true)
+	_, _, err := c.do(ctx, http.MethodPost, keyPath(key, "extend"), key.Scope, body, nil, true)
 	return err
 }
 
@@ -297,7 +303,7 @@ func (c *Client) Get(ctx context.Context, key once.Key) (once.Record, error) {
 		return once.Record{}, err
 	}
 	var s keyapi.StateResponse
-	if _, _, err := c.do(ctx, http.MethodGet, keyPath(key, ""), nil, &s, true); err != nil {
+	if _, _, err := c.do(ctx, http.MethodGet, keyPath(key, ""), key.Scope, nil, &s, true); err != nil {
 		return once.Record{}, err
 	}
 	return s.ToRecord(key.Scope)
@@ -308,27 +314,26 @@ func (c *Client) Delete(ctx context.Context, key once.Key) error {
 	if err := c.check(key); err != nil {
 		return err
 	}
-	_, _, err := c.do(ctx, http.MethodDelete, keyPath(key, ""), nil, nil, false)
+	_, _, err := c.do(ctx, http.MethodDelete, keyPath(key, ""), key.Scope, nil, nil, false)
 	return err
 }
 
-// Advance implements once.Store. The scope is the token's: scope is ignored
-// by the server and must be the one the token names.
+// Advance implements once.Store.
 func (c *Client) Advance(ctx context.Context, scope, entity string, version uint64) (bool, uint64, error) {
-	if c.closed.Load() {
-		return false, 0, once.ErrClosed
-	}
-	if err := once.ValidateID(entity); err != nil {
+	if err := c.check(once.Key{Scope: scope, ID: entity}); err != nil {
 		return false, 0, err
 	}
 	var v keyapi.VersionResponse
-	_, _, err := c.do(ctx, http.MethodPost, "/v1/versions/"+url.PathEscape(entity), keyapi.VersionRequest{Version: version}, &v, false)
+	_, _, err := c.do(ctx, http.MethodPost, "/v1/versions/"+url.PathEscape(entity), scope, keyapi.VersionRequest{Version: version}, &v, false)
 	return v.Applied, v.Current, err
 }
 
 // Ping implements once.Pinger: it fetches the API's OpenAPI document.
 func (c *Client) Ping(ctx context.Context) error {
-	_, _, err := c.do(ctx, http.MethodGet, "/v1/openapi.json", nil, nil, true)
+	if c.closed.Load() {
+		return once.ErrClosed
+	}
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/openapi.json", "", nil, nil, true)
 	return err
 }
 

@@ -42,7 +42,19 @@ const urlOptions = "prefix, wait_replicas, wait_timeout, dial_timeout, write_tim
 // may hold a password.
 func ParseURL(raw string) (Options, error) {
 	var o Options
-	u, err := url.Parse(raw)
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return o, errors.New("redisstore: store URL needs a scheme, such as redis://host:6379/0")
+	}
+	// A cluster's host list ("a:1,b:2") is not a host net/url accepts:
+	// take it out and parse the rest.
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	hostList := rest[at+1 : end]
+	u, err := url.Parse(scheme + "://" + rest[:at+1] + "host" + rest[end:])
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -54,7 +66,7 @@ func ParseURL(raw string) (Options, error) {
 	if err != nil {
 		return o, err
 	}
-	if err := parseHosts(u.Host, tlsOn, &o); err != nil {
+	if err := parseHosts(hostList, tlsOn, &o); err != nil {
 		return o, err
 	}
 	if u.User != nil {
@@ -96,10 +108,15 @@ func parseHosts(hostList string, tlsOn bool, o *Options) error {
 		}
 		host, port, err := net.SplitHostPort(h)
 		if err != nil {
-			host, port = strings.Trim(h, "[]"), "6379"
+			host, port = h, "6379"
+			if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+				host = h[1 : len(h)-1]
+			} else if strings.Contains(h, ":") {
+				return fmt.Errorf("redisstore: store URL: host %q: want host, host:port or [ipv6]:port", h)
+			}
 		}
-		if host == "" {
-			return errors.New("redisstore: store URL: empty host")
+		if host == "" || strings.ContainsAny(host, " []@/?#%\\") {
+			return fmt.Errorf("redisstore: store URL: host %q is not a host name or address", host)
 		}
 		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 			return fmt.Errorf("redisstore: store URL: port %q is not a number from 1 to 65535", port)

@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/oncehq/once"
+	"github.com/oncehq/once/oncehttp"
+)
+
+// newTransport returns a transport for one upstream: enough idle
+// connections for many concurrent clients, and bounded dials.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // the upstream is reached directly
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// newProxy returns the reverse proxy to target. Its failures are reported to
+// the middleware with oncehttp.Fail, classified by whether the request can
+// have reached the upstream.
+func newProxy(target *url.URL, transport http.RoundTripper, timeout time.Duration, log *slog.Logger) http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		},
+		Transport:      transport,
+		ModifyResponse: watchBody,
+		ErrorHandler:   proxyError,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if timeout <= 0 {
+		return rp
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		rp.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// proxyError handles a failed upstream call: a keyed request fails its
+// execution (see classify); any other request gets the problem at once.
+func proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	err = classify(err)
+	if oncehttp.Fail(r, err) {
+		return
+	}
+	p := oncehttp.ProblemFor(err)
+	p.RequestID = r.Header.Get(oncehttp.HeaderRequestID)
+	oncehttp.WriteProblem(w, p)
+}
+
+// classify sorts an upstream failure by what it means for the key. A request
+// that never left (no connection: refused, DNS, TLS verification) did not
+// take effect: the key is released. Any later failure leaves the outcome
+// unknown: the key is left to become abandoned.
+func classify(err error) error {
+	var op *net.OpError
+	var dns *net.DNSError
+	var cert *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &dns), errors.As(err, &op) && op.Op == "dial", errors.As(err, &cert):
+		return fmt.Errorf("%w: %v", oncehttp.ErrUpstreamUnreachable, err)
+	case isTimeout(err):
+		return once.Abandon(fmt.Errorf("%w: %v", oncehttp.ErrUpstreamTimeout, err))
+	}
+	return once.Abandon(fmt.Errorf("%w: %v", oncehttp.ErrUpstreamFailed, err))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// watchBody makes a failure to read the upstream's response body reach the
+// middleware: the request was sent, so its outcome is unknown. (The proxy
+// would only abort the response, or truncate it silently outside a server.)
+func watchBody(res *http.Response) error {
+	res.Body = &watchedBody{ReadCloser: res.Body, req: res.Request}
+	return nil
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	req *http.Request
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		oncehttp.Fail(b.req, classifyRead(err))
+	}
+	return n, err
+}
+
+// classifyRead classifies a failure to read a response: the request was
+// certainly sent.
+func classifyRead(err error) error {
+	if isTimeout(err) {
+		return once.Abandon(fmt.Errorf("%w: reading the response: %v", oncehttp.ErrUpstreamTimeout, err))
+	}
+	return once.Abandon(fmt.Errorf("%w: reading the response: %v", oncehttp.ErrUpstreamFailed, err))
+}

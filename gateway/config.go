@@ -249,4 +249,3 @@ func FormatSize(n int64) string {
 	}
 	return strconv.FormatInt(n, 10)
 }
-

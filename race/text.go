@@ -106,6 +106,9 @@ func showBody(body string, truncated bool) string {
 	if body == "" && !truncated {
 		return "(empty body)"
 	}
+	if !truncated {
+		body = strings.TrimSuffix(body, "\n") // most APIs end JSON with one
+	}
 	if len(body) > maxShownBody {
 		cut := maxShownBody
 		for cut > 0 && !utf8.RuneStart(body[cut]) {

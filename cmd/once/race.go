@@ -118,6 +118,13 @@ func (c *raceCommand) finishArgs(a *raceArgs, body, key, check, expect string, s
 	if a.cfg.Key, err = race.ParseKeyMode(key); err != nil {
 		return usageError("race: --key " + err.Error())
 	}
+	// Checked here because race.Config reads a zero as "the default".
+	if a.cfg.N < 1 {
+		return usageError(fmt.Sprintf("race: -n %d: must be 1 to %d requests per round", a.cfg.N, race.MaxN))
+	}
+	if a.cfg.Rounds < 1 {
+		return usageError(fmt.Sprintf("race: --rounds %d: must be at least 1", a.cfg.Rounds))
+	}
 	if a.format != "text" && a.format != "json" {
 		return usageError(fmt.Sprintf("race: --format %q: want text or json", a.format))
 	}

@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"container/list"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -49,6 +50,14 @@ type fifoItem struct {
 	t   int64
 }
 
+// idxKey is an action key: a message and the entity tuple it carried.
+type idxKey struct{ msg, tuple string }
+
+type idxItem struct {
+	key idxKey
+	t   int64
+}
+
 // analyzer runs the detectors over events in time order.
 type analyzer struct {
 	window int64
@@ -57,8 +66,8 @@ type analyzer struct {
 	seq    int64
 	flows  map[string]*flow
 
-	index map[string][]keyRef // action key → recent flows
-	fifo  []fifoItem          // index insertions in time order, for eviction
+	index map[idxKey][]keyRef // action key → recent flows
+	fifo  []idxItem           // index insertions in time order, for eviction
 
 	versions *versionLRU
 	stale    []*staleCand
@@ -77,7 +86,7 @@ func newAnalyzer(cfg Config, files []string) *analyzer {
 		window:   int64(cfg.Window),
 		files:    files,
 		flows:    map[string]*flow{},
-		index:    map[string][]keyRef{},
+		index:    map[idxKey][]keyRef{},
 		versions: newVersionLRU(cfg.MaxEntities),
 		lost:     map[string][]*interval{},
 		lostOpen: map[string]*lostGroup{},
@@ -127,7 +136,7 @@ func (a *analyzer) track(e *event) {
 // collide links f with the other flows that logged the same message on the
 // same entity within the window.
 func (a *analyzer) collide(f *flow, e *event) {
-	key := e.msg + "\x02" + e.tuple
+	key := idxKey{e.msg, e.tuple}
 	refs := a.index[key]
 	for _, r := range refs {
 		if r.f != f && !r.f.closed && e.t-r.t <= a.window {
@@ -141,7 +150,7 @@ func (a *analyzer) collide(f *flow, e *event) {
 		refs = refs[1:]
 	}
 	a.index[key] = append(refs, keyRef{f, e.t})
-	a.fifo = append(a.fifo, fifoItem{key, e.t})
+	a.fifo = append(a.fifo, idxItem{key, e.t})
 }
 
 func (a *analyzer) link(f, g *flow, k actionKey) {
@@ -297,6 +306,11 @@ func (v *versionLRU) get(tuple string) *event {
 }
 
 func (v *versionLRU) put(tuple string, e *event) {
+	// Keep a copy that owns its fields: the event's fields are carved from a
+	// shared slab that one long-lived entry must not pin.
+	cp := *e
+	cp.ents = slices.Clone(e.ents)
+	e = &cp
 	if el := v.m[tuple]; el != nil {
 		el.Value.(*versionEntry).ev = e
 		v.l.MoveToFront(el)

@@ -42,6 +42,9 @@ type Config struct {
 	MaxEntities int
 }
 
+// testHook, when set by a test, runs after each event.
+var testHook func()
+
 // Input is one log to read. Name appears in evidence as Name:line.
 type Input struct {
 	Name string
@@ -81,6 +84,9 @@ func Run(cfg Config, inputs []Input) (*Report, error) {
 			break
 		}
 		a.process(ev)
+		if testHook != nil {
+			testHook()
+		}
 	}
 	a.finish()
 	rep.Findings = a.findings

@@ -66,6 +66,7 @@ type lineParser struct {
 	cur   *event
 	pick  [roleSecret + 1]int // rank of the field chosen so far for each role
 	level []byte
+	slab  []field // entity fields are carved from here, to allocate in bulk
 }
 
 func newLineParser(cls *classifier) *lineParser {
@@ -192,10 +193,24 @@ func (p *lineParser) other(fi fieldInfo, val []byte, kind valueKind) {
 		}
 	case roleEntity:
 		if kind == kindString || kind == kindNumber {
+			if ev.ents == nil {
+				ev.ents = p.carve()
+			}
 			ev.ents = append(ev.ents, field{fi.name, string(val)})
 			ev.effectID = ev.effectID || fi.effectID
 		}
 	}
+}
+
+// carve returns an empty slice with room for 4 fields from the slab; more
+// fields spill into a slice of their own.
+func (p *lineParser) carve() []field {
+	if len(p.slab) < 4 {
+		p.slab = make([]field, 1024)
+	}
+	s := p.slab[:0:4]
+	p.slab = p.slab[4:]
+	return s
 }
 
 func (p *lineParser) classify(msg string) msgKind {
@@ -228,20 +243,38 @@ func tupleKey(fs []field) string {
 	if len(fs) == 1 {
 		return fs[0].Name + "\x00" + fs[0].Value
 	}
-	parts := make([]string, len(fs))
-	for i, f := range fs {
-		parts[i] = f.Name + "\x00" + f.Value
+	var idx [8]int
+	order := idx[:0]
+	if len(fs) > len(idx) {
+		order = make([]int, 0, len(fs))
 	}
-	sortStrings(parts)
-	return strings.Join(parts, "\x01")
-}
-
-func sortStrings(xs []string) {
-	for i := 1; i < len(xs); i++ {
-		for j := i; j > 0 && xs[j] < xs[j-1]; j-- {
-			xs[j], xs[j-1] = xs[j-1], xs[j]
+	for i := range fs {
+		order = append(order, i)
+	}
+	for i := 1; i < len(order); i++ { // insertion sort: a handful of fields
+		for j := i; j > 0 && fieldLess(fs[order[j]], fs[order[j-1]]); j-- {
+			order[j], order[j-1] = order[j-1], order[j]
 		}
 	}
+	n := 0
+	for _, f := range fs {
+		n += len(f.Name) + len(f.Value) + 2
+	}
+	b := make([]byte, 0, n)
+	for i, k := range order {
+		if i > 0 {
+			b = append(b, 1)
+		}
+		b = append(append(append(b, fs[k].Name...), 0), fs[k].Value...)
+	}
+	return string(b)
+}
+
+func fieldLess(a, b field) bool {
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.Value < b.Value
 }
 
 // levelIsError recognises error levels by name (error, fatal, panic,

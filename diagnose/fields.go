@@ -150,7 +150,17 @@ func (c *classifier) info(name []byte) fieldInfo {
 }
 
 func (c *classifier) classify(name string) fieldInfo {
-	n := normalize(name)
+	fi := c.classifyNorm(name, normalize(name))
+	if i := strings.LastIndexByte(name, '.'); i >= 0 && (fi.role == roleOther || fi.role == roleEntity) {
+		// A nested member such as http.request_id: its own name may say more.
+		if last := c.classifyNorm(name, normalize(name[i+1:])); last.role != roleOther && last.role != roleEntity {
+			return last
+		}
+	}
+	return fi
+}
+
+func (c *classifier) classifyNorm(name, n string) fieldInfo {
 	for _, w := range secretWords {
 		if strings.Contains(n, w) {
 			return fieldInfo{role: roleSecret, name: name}

@@ -1,0 +1,337 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oncehq/once"
+)
+
+// querier is what the statements run on: the pool, or DoTx's transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// row holds the columns of recordCols as scanned.
+type row struct {
+	fingerprint    []byte
+	state          int16
+	token          int64
+	attempts       int32
+	leaseMicros    int64
+	leaseExpiresAt time.Time
+	expiresAt      time.Time
+	createdAt      time.Time
+	updatedAt      time.Time
+	completedAt    *time.Time
+	result         []byte
+	meta           []byte
+}
+
+// dest returns the scan destinations of recordCols.
+func (r *row) dest() []any {
+	return []any{&r.fingerprint, &r.state, &r.token, &r.attempts, &r.leaseMicros,
+		&r.leaseExpiresAt, &r.expiresAt, &r.createdAt, &r.updatedAt, &r.completedAt,
+		&r.result, &r.meta}
+}
+
+// record converts r into the record of key.
+func (r *row) record(key once.Key) (once.Record, error) {
+	rec := once.Record{
+		Key:            key,
+		Fingerprint:    r.fingerprint,
+		State:          once.State(r.state),
+		Token:          uint64(r.token),
+		Attempts:       uint32(r.attempts),
+		Lease:          time.Duration(r.leaseMicros) * time.Microsecond,
+		LeaseExpiresAt: r.leaseExpiresAt,
+		ExpiresAt:      r.expiresAt,
+		CreatedAt:      r.createdAt,
+		UpdatedAt:      r.updatedAt,
+	}
+	if r.completedAt != nil {
+		rec.CompletedAt = *r.completedAt
+	}
+	if rec.State == once.StateCompleted {
+		rec.Result.Data = r.result
+		meta, err := decodeMeta(r.meta)
+		if err != nil {
+			return once.Record{}, err
+		}
+		rec.Result.Meta = meta
+	}
+	return rec, nil
+}
+
+// encodeMeta returns meta as JSON text, or nil (NULL) for a nil map. jsonb
+// holds only valid UTF-8 without NUL, so other strings are refused rather
+// than silently changed.
+func encodeMeta(meta map[string]string) (any, error) {
+	if meta == nil {
+		return nil, nil
+	}
+	for k, v := range meta {
+		if !jsonSafe(k) || !jsonSafe(v) {
+			return nil, fmt.Errorf("%w: pgstore: result metadata must be valid UTF-8 without NUL bytes", once.ErrInvalidArgument)
+		}
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pgstore: result metadata: %v", once.ErrInvalidArgument, err)
+	}
+	return string(b), nil
+}
+
+func jsonSafe(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func decodeMeta(b []byte) (map[string]string, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("pgstore: stored result metadata: %w", err)
+	}
+	return m, nil
+}
+
+// Claim implements once.Store. Claim runs one INSERT … ON CONFLICT DO UPDATE
+// statement, again if a concurrent claim of the key won a race with it.
+func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
+	if err := req.Validate(); err != nil {
+		return once.ClaimResult{}, err
+	}
+	if err := s.check(req.Key); err != nil {
+		return once.ClaimResult{}, err
+	}
+	var res once.ClaimResult
+	err := s.retry(ctx, "claim", func() (bool, error) {
+		var err error
+		res, err = s.claimOnce(ctx, s.pool, req)
+		if errors.Is(err, errRaced) {
+			return true, nil
+		}
+		return false, err
+	})
+	return res, err
+}
+
+// errRaced: the claim statement returned no row because a concurrent claim
+// changed the record after the statement's snapshot; run it again.
+var errRaced = errors.New("pgstore: claim raced with another")
+
+// claimOnce runs claimSQL once on q.
+func (s *Store) claimOnce(ctx context.Context, q querier, req once.ClaimRequest) (once.ClaimResult, error) {
+	var (
+		outcome int32
+		r       row
+		now     time.Time
+	)
+	dest := append([]any{&outcome}, r.dest()...)
+	dest = append(dest, &now)
+	err := q.QueryRow(ctx, s.q.claim, scopeBytes(req.Key.Scope), req.Key.ID, req.Fingerprint,
+		micros(req.Lease), micros(req.Retention), req.Policy == once.AbandonRetry).Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return once.ClaimResult{}, errRaced
+	}
+	if err != nil {
+		return once.ClaimResult{}, err
+	}
+	rec, err := r.record(req.Key)
+	if err != nil {
+		return once.ClaimResult{}, err
+	}
+	res := once.ClaimResult{Outcome: once.Outcome(outcome), Record: rec}
+	switch res.Outcome {
+	case once.Acquired:
+		res.Token = rec.Token
+	case once.InProgress:
+		res.RetryAfter = rec.LeaseExpiresAt.Sub(now)
+	case once.Completed, once.Abandoned, once.Mismatch:
+	default:
+		return once.ClaimResult{}, fmt.Errorf("pgstore: claim returned outcome %d", outcome)
+	}
+	return res, nil
+}
+
+// exec runs a statement that returns a row per record changed and reports
+// whether one was.
+func (s *Store) exec(ctx context.Context, q querier, sql string, args ...any) (bool, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return false, err
+	}
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	rows.Close()
+	return n > 0, rows.Err()
+}
+
+// change runs a statement that changes the record of key and returns
+// notFound if it changed nothing. Contention errors are retried: the
+// statement changed nothing.
+func (s *Store) change(ctx context.Context, op string, key once.Key, notFound error, sql string, args ...any) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	var changed bool
+	err := s.retry(ctx, op, func() (bool, error) {
+		var err error
+		changed, err = s.exec(ctx, s.pool, sql, args...)
+		return false, err
+	})
+	if err != nil {
+		return err
+	}
+	if !changed {
+		return notFound
+	}
+	return nil
+}
+
+// Complete implements once.Store.
+func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result once.Result) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	args, err := s.completeArgs(key, token, result)
+	if err != nil {
+		return err
+	}
+	return s.change(ctx, "complete", key, once.ErrFenced, s.q.complete, args...)
+}
+
+// completeArgs returns the arguments of completeSQL, or an error wrapping
+// once.ErrInvalidArgument if the result cannot be stored.
+func (s *Store) completeArgs(key once.Key, token uint64, result once.Result) ([]any, error) {
+	meta, err := encodeMeta(result.Meta)
+	if err != nil {
+		return nil, err
+	}
+	return []any{scopeBytes(key.Scope), key.ID, int64(token), result.Data, meta, s.n.channel, notifyID(key)}, nil
+}
+
+// Release implements once.Store.
+func (s *Store) Release(ctx context.Context, key once.Key, token uint64) error {
+	return s.change(ctx, "release", key, once.ErrFenced, s.q.release,
+		scopeBytes(key.Scope), key.ID, int64(token), s.n.channel, notifyID(key))
+}
+
+// Extend implements once.Store. Returns an error wrapping
+// once.ErrInvalidArgument if lease is not positive.
+func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease time.Duration) error {
+	if lease <= 0 {
+		return fmt.Errorf("%w: lease must be positive, got %v", once.ErrInvalidArgument, lease)
+	}
+	return s.change(ctx, "extend", key, once.ErrFenced, s.q.extend,
+		scopeBytes(key.Scope), key.ID, int64(token), micros(lease))
+}
+
+// Delete implements once.Store.
+func (s *Store) Delete(ctx context.Context, key once.Key) error {
+	return s.change(ctx, "delete", key, once.ErrNotFound, s.q.del,
+		scopeBytes(key.Scope), key.ID, s.n.channel, notifyID(key))
+}
+
+// Get implements once.Store.
+func (s *Store) Get(ctx context.Context, key once.Key) (once.Record, error) {
+	if err := s.check(key); err != nil {
+		return once.Record{}, err
+	}
+	var r row
+	err := s.pool.QueryRow(ctx, s.q.get, scopeBytes(key.Scope), key.ID).Scan(r.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return once.Record{}, once.ErrNotFound
+	}
+	if err != nil {
+		return once.Record{}, s.unavailable("get", err)
+	}
+	return r.record(key)
+}
+
+// List implements once.Lister. It reads the scope's records in one query and
+// calls fn as the rows arrive.
+func (s *Store) List(ctx context.Context, scope string, fn func(once.Record) bool) error {
+	if err := s.check(once.Key{Scope: scope, ID: "list"}); err != nil {
+		return err
+	}
+	rows, err := s.pool.Query(ctx, s.q.list, scopeBytes(scope))
+	if err != nil {
+		return s.unavailable("list", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id string
+			r  row
+		)
+		if err := rows.Scan(append([]any{&id}, r.dest()...)...); err != nil {
+			return s.unavailable("list", err)
+		}
+		rec, err := r.record(once.Key{Scope: scope, ID: id})
+		if err != nil {
+			return err
+		}
+		if !fn(rec) {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return s.unavailable("list", err)
+	}
+	return nil
+}
+
+// Advance implements once.Store.
+func (s *Store) Advance(ctx context.Context, scope, entity string, version uint64) (bool, uint64, error) {
+	if err := s.check(once.Key{Scope: scope, ID: entity}); err != nil {
+		return false, 0, err
+	}
+	var (
+		applied bool
+		current uint64
+	)
+	err := s.retry(ctx, "advance", func() (bool, error) {
+		var (
+			text string
+			err  error
+		)
+		err = s.pool.QueryRow(ctx, s.q.advance, scopeBytes(scope), entity,
+			strconv.FormatUint(version, 10)).Scan(&applied, &text)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// No row and nothing applied: only a version of 0 leaves none.
+			applied, current = false, 0
+			return version > 0, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if current, err = strconv.ParseUint(text, 10, 64); err != nil {
+			return false, fmt.Errorf("stored version %q: %w", text, err)
+		}
+		// A version below ours that did not apply is a snapshot older than
+		// the row that beat us: look again.
+		return !applied && current < version, nil
+	})
+	return applied, current, err
+}

@@ -1,0 +1,52 @@
+-- once: PostgreSQL schema, version 1.
+--
+-- Every statement is idempotent: Migrate (and Open) run this file at every
+-- start, under an advisory lock, and record the version applied in
+-- {{schema_version}}. The placeholders in double braces are replaced with the
+-- quoted names that Config.Prefix gives (default: once_records, ...).
+{{create_schema}}
+
+-- One row per key: the record, or its tombstone once expires_at has passed.
+-- purge_at = expires_at + lease is when the sweeper may delete the row.
+-- fillfactor leaves room on each page so that Complete, Release and Extend,
+-- which change no indexed column, are HOT updates.
+CREATE TABLE IF NOT EXISTS {{records}} (
+    scope            bytea        NOT NULL,
+    key              text         COLLATE "C" NOT NULL,
+    fingerprint      bytea,
+    state            smallint     NOT NULL CHECK (state IN (1, 2, 3)),
+    token            bigint       NOT NULL CHECK (token > 0),
+    attempts         integer      NOT NULL CHECK (attempts > 0),
+    lease            interval     NOT NULL,
+    lease_expires_at timestamptz  NOT NULL,
+    expires_at       timestamptz  NOT NULL,
+    purge_at         timestamptz  NOT NULL,
+    created_at       timestamptz  NOT NULL,
+    updated_at       timestamptz  NOT NULL,
+    completed_at     timestamptz,
+    result           bytea,
+    meta             jsonb,
+    -- watched is set by Watch on an in-progress record, so that only the
+    -- completions somebody waits for pay for pg_notify (a notifying commit
+    -- takes a cluster-wide lock).
+    watched          boolean      NOT NULL DEFAULT false,
+    PRIMARY KEY (scope, key)
+) WITH (fillfactor = 80);
+
+-- The sweeper deletes in bounded batches from the oldest purge_at.
+CREATE INDEX IF NOT EXISTS {{purge_index}} ON {{records}} (purge_at);
+
+-- Advance's monotonic versions. numeric(20) holds every uint64.
+CREATE TABLE IF NOT EXISTS {{versions}} (
+    scope   bytea         NOT NULL,
+    entity  text          COLLATE "C" NOT NULL,
+    version numeric(20,0) NOT NULL CHECK (version > 0),
+    PRIMARY KEY (scope, entity)
+);
+
+CREATE TABLE IF NOT EXISTS {{schema_version}} (
+    version    integer     PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO {{schema_version}} (version) VALUES (1) ON CONFLICT DO NOTHING;

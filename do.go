@@ -201,6 +201,9 @@ func (e *Executor) Close() error {
 //   - nil error: the result is stored (Complete) and returned.
 //   - an error from Permanent: the error's message is stored as the outcome
 //     (see MetaError) and the error is returned, now and on every replay.
+//   - an error from Abandon (outcome unknown): the key is neither completed
+//     nor released; its lease passes and it becomes abandoned (see
+//     Config.Abandoned). The error is returned.
 //   - any other error: the key is released, so a later call runs fn again,
 //     and the error is returned.
 //   - a panic: the key is released and the caller that started the execution
@@ -209,9 +212,12 @@ func (e *Executor) Close() error {
 // Claim outcomes that do not run fn are errors of type *ClaimError wrapping
 // ErrInProgress, ErrAbandoned or ErrMismatch. A lost lease gives an error
 // wrapping ErrFenced and the result is not stored; store errors are returned
-// as the store gave them (wrapping ErrUnavailable for backend failures). On
-// error, Execution is the zero value except for a permanent error, and for a
-// result fn returned that could not be stored: then it carries that result.
+// as the store gave them (wrapping ErrUnavailable for backend failures).
+//
+// On error, Execution carries the Token and Attempts of the execution if fn
+// ran, and its Result in two cases: a permanent error (the stored result), and
+// a result fn returned without error that could not be stored (the effect
+// happened; the caller may still want to answer with it).
 // Do returns an error wrapping ErrInvalidKey without touching the store if
 // key is malformed, and ErrClosed after Close.
 func (e *Executor) Do(ctx context.Context, key Key, fingerprint []byte, fn Func) (Execution, error) {
@@ -506,23 +512,30 @@ func (e *Executor) execute(f *flight, cr ClaimResult, start time.Time) {
 	case o.panicked:
 		e.onPanic(f, cr.Token, o)
 	case errors.Is(lost, ErrFenced):
-		f.finish(resultOnly(x, o.err), lost)
+		f.finish(unstored(x, o.err == nil), lost)
+	case errors.Is(o.err, ErrOutcomeUnknown):
+		// Neither complete nor release: the lease, no longer renewed, passes
+		// and the key is abandoned, as if this process had died mid-effect.
+		e.log.Warn("once: outcome unknown, key left to be abandoned", "key", f.key.String(), "token", cr.Token)
+		f.finish(unstored(x, false), errors.Join(o.err, lost))
 	case o.err == nil:
 		e.complete(f, x, nil)
 	case errors.As(o.err, &pe):
 		x.Result = permanentResult(o.res, o.err)
 		e.complete(f, x, o.err)
 	default:
-		f.finish(Execution{}, errors.Join(o.err, lost, e.release(f, cr.Token)))
+		f.finish(unstored(x, false), errors.Join(o.err, lost, e.release(f, cr.Token)))
 	}
 }
 
-// resultOnly keeps fn's result for a caller told that it could not be stored.
-func resultOnly(x Execution, fnErr error) Execution {
-	if fnErr != nil {
-		return Execution{}
+// unstored is what a caller gets of an execution whose outcome is not stored:
+// its token, and fn's result if fn succeeded (the effect happened).
+func unstored(x Execution, keepResult bool) Execution {
+	u := Execution{Token: x.Token, Attempts: x.Attempts}
+	if keepResult {
+		u.Result = x.Result
 	}
-	return Execution{Result: x.Result, Token: x.Token, Attempts: x.Attempts}
+	return u
 }
 
 // complete stores x.Result and ends the flight with fnErr (nil, or the
@@ -534,9 +547,7 @@ func (e *Executor) complete(f *flight, x Execution, fnErr error) {
 	if err != nil {
 		e.log.Warn("once: result not stored", "key", f.key.String(), "token", x.Token, "err", err)
 		err = fmt.Errorf("once: complete key %s: %w", f.key, err)
-		if fnErr == nil {
-			x = resultOnly(x, nil)
-		}
+		x = unstored(x, fnErr == nil)
 	}
 	f.finish(x, errors.Join(fnErr, err))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -325,6 +326,47 @@ func TestDoPermanent(t *testing.T) {
 	}
 }
 
+func TestDoAbandon(t *testing.T) {
+	clock := newFakeClock()
+	st := &countingStore{Store: memstore.New(memstore.Config{Clock: clock.Now})}
+	const lease = time.Minute
+	ex := newExecutor(t, st, once.Config{Lease: lease})
+	key := once.Key{ID: "unknown"}
+	cut := errors.New("connection reset after the request was sent")
+	x, err := ex.Do(context.Background(), key, nil, func(context.Context) (once.Result, error) {
+		return once.Result{}, once.Abandon(cut)
+	})
+	if !errors.Is(err, once.ErrOutcomeUnknown) || !errors.Is(err, cut) || x.Token != 1 {
+		t.Fatalf("Do = %+v, %v; want ErrOutcomeUnknown wrapping the cause, token 1", x, err)
+	}
+	if st.completes.Load() != 0 || st.releases.Load() != 0 {
+		t.Errorf("completes = %d, releases = %d, want neither", st.completes.Load(), st.releases.Load())
+	}
+	rec, err := st.Get(context.Background(), key)
+	if err != nil || rec.State != once.StateInProgress {
+		t.Fatalf("record = %+v, %v; want it left in progress", rec, err)
+	}
+	clock.Advance(lease)
+	_, err = ex.Do(context.Background(), key, nil, mustNotRun(t))
+	claimErr(t, err, once.ErrAbandoned)
+}
+
+func TestDoGoexit(t *testing.T) {
+	st := newCounting()
+	ex := newExecutor(t, st, once.Config{})
+	key := once.Key{ID: "goexit"}
+	_, err := ex.Do(context.Background(), key, nil, func(context.Context) (once.Result, error) {
+		runtime.Goexit()
+		return once.Result{}, nil
+	})
+	if err == nil || st.releases.Load() != 1 {
+		t.Fatalf("err = %v, releases = %d; want an error and the key released", err, st.releases.Load())
+	}
+	if x := mustDo(t, ex, key, nil, returns("ok")); x.Attempts != 2 {
+		t.Errorf("after Goexit = %+v, want a second attempt", x)
+	}
+}
+
 func TestDoPanic(t *testing.T) {
 	st := newCounting()
 	ex := newExecutor(t, st, once.Config{})
@@ -380,18 +422,22 @@ func TestDoHeartbeatKeepsLease(t *testing.T) {
 	ex := newExecutor(t, st, once.Config{Lease: lease})
 	other := newExecutor(t, st, once.Config{Wait: once.NoWait, Abandoned: once.AbandonRetry})
 	key := once.Key{ID: "slow"}
-	done := make(chan struct{})
+	started, done := make(chan struct{}), make(chan struct{})
+	var closeDone sync.Once
+	defer closeDone.Do(func() { close(done) })
 	got := doAsync(context.Background(), ex, key, nil, func(ctx context.Context) (once.Result, error) {
+		close(started)
 		<-done
 		return result("slow"), ctx.Err()
 	})
+	<-started
 	// Another process that would take the key over as soon as the lease
 	// lapsed must keep finding it in progress, well past one lease.
 	for end := time.Now().Add(4 * lease); time.Now().Before(end); time.Sleep(lease / 5) {
 		_, err := other.Do(context.Background(), key, nil, mustNotRun(t))
 		claimErr(t, err, once.ErrInProgress)
 	}
-	close(done)
+	closeDone.Do(func() { close(done) })
 	a := <-got
 	if a.err != nil || string(a.x.Data) != "slow" || a.x.Token != 1 {
 		t.Fatalf("slow Do = %+v, %v; want slow with token 1", a.x, a.err)

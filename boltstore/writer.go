@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -103,6 +104,7 @@ func (s *Store) writer() {
 			b.ops = append(b.ops[:0], o)
 			s.fill(b)
 			b.commit()
+			s.settle()
 		case <-s.stop:
 			// Close set closed before stop: nothing more can be queued.
 			for len(s.queue) > 0 {
@@ -112,6 +114,18 @@ func (s *Store) writer() {
 			}
 			return
 		}
+	}
+}
+
+// settle yields to the callers the last commit woke for as long as they
+// keep queueing operations, so that the next batch takes them all rather
+// than one or two alone with the rest a whole fsync later. It costs a lone
+// caller one yield, and it is no timer: it stops as soon as the queue stops
+// growing.
+func (s *Store) settle() {
+	for n := -1; n != len(s.queue) && len(s.queue) < maxBatch; {
+		n = len(s.queue)
+		runtime.Gosched()
 	}
 }
 

@@ -107,8 +107,8 @@ func Open(path string, cfg Config) (*Store, error) {
 		cfg.LockTimeout = DefaultLockTimeout
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout:        cfg.LockTimeout,
-		NoSync:         cfg.NoSync,
+		Timeout:      cfg.LockTimeout,
+		NoSync:       cfg.NoSync,
 		FreelistType: bbolt.FreelistMapType,
 	})
 	if errors.Is(err, bberrors.ErrTimeout) {

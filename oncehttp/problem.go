@@ -132,8 +132,10 @@ func ProblemFor(err error) Problem {
 		}
 	}
 	p := Problem{Type: ProblemTypeBase + spec.name, Title: spec.title, Status: spec.status, Detail: spec.detail, Outcome: spec.outcome}
-	if r := reason(err, spec.err); spec.withReason && r != "" {
-		p.Detail += ": " + r
+	if spec.withReason {
+		if r := reason(err, spec.err); r != "" {
+			p.Detail += ": " + r
+		}
 	}
 	if d, ok := once.RetryAfter(err); ok {
 		p.RetryAfter = d

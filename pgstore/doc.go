@@ -1,0 +1,111 @@
+// Package pgstore is a once.Store kept in PostgreSQL (12 or later), through
+// pgx and pgxpool. It takes every lease and retention decision with the
+// database server's clock, so that any number of processes can share keys.
+//
+// # Opening
+//
+// Open takes a postgres:// or postgresql:// URL with any pgx parameter:
+//
+//	s, err := pgstore.Open(ctx, "postgres://app@db/app?sslmode=verify-full", pgstore.Config{})
+//
+// The pool holds up to DefaultMaxConns (64) connections unless the URL sets
+// pool_max_conns: PostgreSQL flushes the WAL once for all the commits waiting
+// at that moment, so throughput grows with concurrent connections well past
+// the number of cores. New wraps a pool the caller already has.
+//
+// # Schema
+//
+// The schema (schema.sql, embedded) is a records table, a versions table and a
+// schema_version table, named with Config.Prefix ("once_" by default;
+// "app.once_" for schema app). Open applies it unless Config.SkipMigrate;
+// every statement is CREATE … IF NOT EXISTS and runs under an advisory lock,
+// so concurrent starts are safe. Schema returns the DDL and Migrate applies
+// it, for operators who manage schemas themselves (once migrate).
+//
+// # Time
+//
+// Each statement reads clock_timestamp() once, in a materialized CTE that is
+// evaluated after the statement's snapshot was taken, so every row version the
+// snapshot shows was written at an earlier time. now() would not do: it is the
+// transaction's start, which may precede writes the snapshot shows. A
+// statement that waited for a row lock uses the later of its time and the
+// row's updated_at, so that a write committed while it waited never seems to
+// come after it. Times are stored with PostgreSQL's microsecond resolution;
+// leases are rounded up to whole microseconds.
+//
+// # Claim
+//
+// Claim is one statement. A CTE reads the record from the statement's
+// snapshot: if the claim cannot acquire it (completed, in progress, abandoned
+// under AbandonReject, fingerprint mismatch), that row is the answer and
+// nothing is written or locked. Otherwise an INSERT … ON CONFLICT DO UPDATE …
+// WHERE inserts the record or takes it over. Under READ COMMITTED, ON
+// CONFLICT locks the latest committed version of the row, waiting for any
+// concurrent writer, and evaluates its WHERE on that version: of 200
+// concurrent claims of a key, exactly one finds it acquirable. A claim whose
+// WHERE fails returns no row at all (its snapshot is older than the winner's
+// row, so reading it again in the same statement would show a stale row) and
+// runs again with a fresh snapshot, which shows the winner. Each such retry
+// means that another claim won, so retries are rare and bounded.
+//
+// Complete, Release, Extend and Delete are each one conditional UPDATE …
+// RETURNING: a row returned means the transition happened, none means
+// once.ErrFenced (once.ErrNotFound for Delete). A repeated Complete with an
+// equal result and a repeated Release match their own WHERE and rewrite the
+// row unchanged, so that they are told apart from a fenced token without a
+// second statement. No operation reads a row and then writes it.
+//
+// # Errors
+//
+// Connection failures and errors the server answers with wrap
+// once.ErrUnavailable. Unique violations, serialization failures and
+// deadlocks (which only a non-default isolation level or DoTx's own work can
+// cause) make the statement run again, as they mean that it changed nothing;
+// in DoTx they wrap once.ErrInProgress. A statement cut off by a dropped
+// connection may or may not have committed: a claim that did leaves its key
+// in progress until the lease passes, never a wrong outcome.
+//
+// # Watching
+//
+// Store implements once.Watcher with LISTEN/NOTIFY. Watch marks the in-progress
+// record as watched; the statements that complete, release or delete a
+// watched record call pg_notify with a hash of the key (keys never appear in
+// notifications). A notifying commit takes a cluster-wide lock, which would
+// serialize every commit if each completion notified; with the mark, only the
+// keys that somebody waits for pay for it. One connection per Store listens,
+// outside the pool, and fans notifications out to the watchers in this
+// process; it reconnects on failure and wakes every watcher then, since
+// notifications may have been lost.
+//
+// # Transactions
+//
+// DoTx claims a key, runs the caller's function and completes the record in
+// one transaction (after Brandur Leach's "atomic phases"): writes to the same
+// database take effect exactly once, with no lease to lose. A concurrent DoTx
+// of the key waits on the record's row lock and replays the committed result;
+// if the function fails, the transaction rolls back and the key is free.
+//
+// # Sweeping and vacuum
+//
+// A record's row stays until its purge time (retention + lease); Sweep
+// deletes at most a given number of them per statement through the index on
+// purge_at (DELETE … WHERE ctid = ANY (ARRAY(SELECT ctid … LIMIT n FOR UPDATE
+// SKIP LOCKED))), and Config.SweepInterval runs it in the background. Small
+// batches keep each DELETE's locks and WAL short.
+//
+// The records table churns: every key is inserted, updated two or three times
+// and deleted. The schema sets fillfactor = 80 so that Complete, Release and
+// Extend, which change no indexed column, stay HOT updates on the same page.
+// For a busy table, make autovacuum visit it after a small fraction of dead
+// rows rather than the default 20%, and let it work faster:
+//
+//	ALTER TABLE once_records SET (
+//	    autovacuum_vacuum_scale_factor = 0.01,
+//	    autovacuum_vacuum_insert_scale_factor = 0.01,
+//	    autovacuum_analyze_scale_factor = 0.02,
+//	    autovacuum_vacuum_cost_delay = 1
+//	);
+//
+// Watch pg_stat_user_tables.n_dead_tup and the size of the primary key and
+// purge_at indexes; sweeping more often in smaller batches evens the load.
+package pgstore

@@ -234,9 +234,16 @@ func (e *Executor) Do(ctx context.Context, key Key, fingerprint []byte, fn Func)
 	if err != nil {
 		return Execution{}, err
 	}
-	stop := context.AfterFunc(ctx, func() { e.detach(f) })
 	if owner {
 		e.lead(f)
+		select {
+		case <-f.done: // a replay or a refusal, answered by the first Claim
+			return f.result(true)
+		default:
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { e.detach(f) })
+	if owner {
 		return f.awaitOwn(ctx, stop)
 	}
 	return f.awaitShared(ctx, stop)
@@ -247,12 +254,13 @@ func (e *Executor) Do(ctx context.Context, key Key, fingerprint []byte, fn Func)
 // lead starts) is the only writer of its unguarded fields.
 type flight struct {
 	e       *Executor
+	sh      *flightShard
 	key     Key
 	fp      []byte
 	fn      Func
-	ctx     context.Context // fn's context
-	cancel  context.CancelCauseFunc
-	prev    *flight // an orphaned flight of the key still running, if any
+	ctx     context.Context         // the store calls' and fn's context
+	cancel  context.CancelCauseFunc // set by goAsync, under the shard's mu
+	prev    *flight                 // an orphaned flight of the key still running, if any
 	decided chan struct{}
 	done    chan struct{}
 
@@ -265,7 +273,7 @@ type flight struct {
 	isDecided bool
 	waited    bool // the flight waited on another process's execution
 
-	rec     Record       // written before decided is closed
+	rec     *Record      // written before decided is closed
 	retryAt atomic.Int64 // when the holder's lease passes, as time since e.epoch
 
 	// Written before done is closed.
@@ -294,7 +302,7 @@ func (e *Executor) attach(ctx context.Context, key Key, fp []byte, fn Func) (*fl
 		cur.refs++
 		return cur, false, nil
 	}
-	f := e.newFlight(ctx, key, fp, fn)
+	f := e.newFlight(ctx, sh, key, fp, fn)
 	f.prev = cur
 	if cur == nil || cur.orphaned {
 		sh.flights[key] = f
@@ -303,11 +311,25 @@ func (e *Executor) attach(ctx context.Context, key Key, fp []byte, fn Func) (*fl
 	return f, true, nil
 }
 
-func (e *Executor) newFlight(ctx context.Context, key Key, fp []byte, fn Func) *flight {
-	fctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+func (e *Executor) newFlight(ctx context.Context, sh *flightShard, key Key, fp []byte, fn Func) *flight {
 	return &flight{
-		e: e, key: key, fp: bytes.Clone(fp), fn: fn, ctx: fctx, cancel: cancel,
+		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, ctx: context.WithoutCancel(ctx),
 		refs: 1, decided: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// goAsync makes the flight's context cancellable (by the callers leaving, or
+// a lost lease) before the flight goes on in a goroutine of its own. The first
+// Claim does without: it is one round trip, bounded by the store.
+func (f *flight) goAsync() {
+	ctx, cancel := context.WithCancelCause(f.ctx)
+	sh := f.sh
+	sh.mu.Lock()
+	f.ctx, f.cancel = ctx, cancel
+	gone := f.orphaned
+	sh.mu.Unlock()
+	if gone {
+		cancel(errCallersGone)
 	}
 }
 
@@ -315,16 +337,17 @@ func (e *Executor) newFlight(ctx context.Context, key Key, fp []byte, fn Func) *
 // cancelled and the flight stops taking callers: a newcomer would otherwise
 // inherit a cancelled execution.
 func (e *Executor) detach(f *flight) {
-	sh := e.shard(f.key)
+	sh := f.sh
 	sh.mu.Lock()
 	f.refs--
 	orphan := f.refs == 0 && !f.finished
 	if orphan {
 		f.orphaned = true
 	}
+	cancel := f.cancel
 	sh.mu.Unlock()
-	if orphan {
-		f.cancel(errCallersGone)
+	if orphan && cancel != nil {
+		cancel(errCallersGone)
 	}
 }
 
@@ -340,9 +363,11 @@ func (e *Executor) lead(f *flight) {
 	switch {
 	case cr.Outcome == Acquired:
 		f.decide(cr.Record, start.Add(e.cfg.Lease))
+		f.goAsync()
 		go e.execute(f, cr, start)
 	case cr.Outcome == InProgress && e.cfg.Wait > 0:
 		f.decide(cr.Record, time.Now().Add(cr.RetryAfter))
+		f.goAsync()
 		go e.waitOther(f, cr, start)
 	default:
 		e.settle(f, cr)
@@ -602,7 +627,7 @@ func (f *flight) retryAfter() time.Duration {
 // decide publishes that the first Claim went on to run fn or to wait on
 // another process.
 func (f *flight) decide(rec Record, retryAt time.Time) {
-	f.rec = rec
+	f.rec = &rec
 	f.setRetryAt(retryAt)
 	f.isDecided = true
 	close(f.decided)
@@ -611,7 +636,7 @@ func (f *flight) decide(rec Record, retryAt time.Time) {
 // finish publishes the flight's outcome and lets the key start a new flight.
 func (f *flight) finish(x Execution, err error) {
 	f.exec, f.err = x, err
-	sh := f.e.shard(f.key)
+	sh := f.sh
 	sh.mu.Lock()
 	f.finished = true
 	if sh.flights[f.key] == f {
@@ -624,7 +649,9 @@ func (f *flight) finish(x Execution, err error) {
 		close(f.decided)
 	}
 	close(f.done)
-	f.cancel(context.Canceled)
+	if f.cancel != nil {
+		f.cancel(context.Canceled) // frees the context
+	}
 	f.e.running.Done()
 }
 
@@ -682,7 +709,9 @@ func (f *flight) inProgress() error {
 	ce := &ClaimError{Err: ErrInProgress, RetryAfter: f.retryAfter()}
 	select {
 	case <-f.decided:
-		ce.Record = f.rec.Clone()
+		if f.rec != nil { // nil if the flight finished without deciding
+			ce.Record = f.rec.Clone()
+		}
 	default:
 	}
 	return ce

@@ -19,6 +19,7 @@ import (
 	"github.com/oncehq/once/boltstore"
 	"github.com/oncehq/once/memstore"
 	"github.com/oncehq/once/onceclient"
+	"github.com/oncehq/once/pgstore"
 	"github.com/oncehq/once/redisstore"
 )
 
@@ -43,7 +44,7 @@ func Open(ctx context.Context, rawURL string) (once.Store, error) {
 	case "redis", "rediss", "redis+cluster":
 		return redisstore.Open(ctx, rawURL, redisstore.Config{})
 	case "postgres", "postgresql":
-		return openPostgres(ctx, rawURL)
+		return pgstore.Open(ctx, rawURL, pgstore.Config{})
 	case "once+http", "once+https":
 		return onceclient.Open(rawURL)
 	}

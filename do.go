@@ -183,13 +183,13 @@ func (e *Executor) Close() error {
 // restarts, and returns its result; later calls replay the stored result.
 //
 // Callers of one key in this process share one execution and one Claim: the
-// first claims the key, the others wait for its outcome (up to Config.Wait once
-// it runs fn, then ErrInProgress). A caller whose fingerprint differs from the
-// execution's does not share it: the store decides, usually ErrMismatch. If
-// another process holds the key, Do re-claims with jittered exponential
-// backoff (woken early by a Watcher store) for up to Config.Wait, then returns
-// a *ClaimError wrapping ErrInProgress with RetryAfter; with NoWait it returns
-// that at once.
+// first claims the key, the others wait for its outcome up to Config.Wait, then
+// get ErrInProgress (with NoWait, at once if fn is running); they do not poll
+// the store. A caller whose fingerprint differs from the execution's does not
+// share it: the store decides, usually ErrMismatch. If another process holds
+// the key, Do re-claims with jittered exponential backoff (woken early by a
+// Watcher store) for up to Config.Wait, then returns a *ClaimError wrapping
+// ErrInProgress with RetryAfter; with NoWait it returns that at once.
 //
 // fn runs in its own goroutine with a context that keeps ctx's values but not
 // its cancellation: it is cancelled only when every caller waiting for the
@@ -667,8 +667,9 @@ func (f *flight) awaitOwn(ctx context.Context, stop func() bool) (Execution, err
 	}
 }
 
-// awaitShared waits for another caller's flight, up to Config.Wait once the
-// flight is known to run fn.
+// awaitShared waits for another caller's flight, up to Config.Wait: a
+// duplicate gets the same answer whether the execution runs in this process or
+// in another.
 func (f *flight) awaitShared(ctx context.Context, stop func() bool) (Execution, error) {
 	if f.e.cfg.Wait < 0 {
 		return f.awaitNoWait(ctx, stop)

@@ -68,6 +68,7 @@ func openStorePair(b *testing.B) func(ctx context.Context, key once.Key) error {
 	b.Cleanup(func() {
 		if c := s.commits.Load(); c > 0 {
 			b.ReportMetric(float64(s.committed.Load())/float64(c), "ops/commit")
+			b.ReportMetric(float64(s.commitTime.Load())/float64(c)/1e6, "ms/commit")
 		}
 	})
 	return func(ctx context.Context, key once.Key) error {

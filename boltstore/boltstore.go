@@ -9,6 +9,9 @@
 // acquire the key (replays of completed keys, keys in progress) and Get are
 // answered from a read-only transaction and never write.
 //
+// A call whose context ends while its operation waits for the writer returns
+// the context's error at once; the operation may still be committed.
+//
 // Expired records are reclaimed a batch at a time, by a background sweeper
 // and by Sweep, through an index ordered by purge time, so that no sweep
 // scans the whole file.
@@ -82,9 +85,11 @@ type Store struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	// commits and committed count the writer's transactions and the
-	// operations they carried, for tests and benchmarks.
+	// commits and committed count the writer's transactions (from when
+	// they begin) and the operations they carried, commitTime the time
+	// spent in them, for tests and benchmarks.
 	commits, committed atomic.Uint64
+	commitTime         atomic.Int64
 	// testHook, set by a test before its first operation, runs before each
 	// operation of a batch; an error it returns fails the transaction.
 	testHook func(*op) error

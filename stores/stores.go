@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/boltstore"
@@ -44,7 +45,7 @@ func Open(ctx context.Context, rawURL string) (once.Store, error) {
 	case "redis", "rediss", "redis+cluster":
 		return redisstore.Open(ctx, rawURL, redisstore.Config{})
 	case "postgres", "postgresql":
-		return pgstore.Open(ctx, rawURL, pgstore.Config{})
+		return pgstore.Open(ctx, rawURL, pgstore.Config{SweepInterval: time.Minute})
 	case "once+http", "once+https":
 		return onceclient.Open(rawURL)
 	}

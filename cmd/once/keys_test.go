@@ -103,3 +103,13 @@ func TestKeysUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestMigratePrint(t *testing.T) {
+	out, errOut, code := runCLI(t, memstore.New(memstore.Config{}), "migrate", "--print", "--prefix", "app.once_")
+	if code != 0 || !strings.Contains(out, "CREATE TABLE IF NOT EXISTS") || !strings.Contains(out, "app") {
+		t.Fatalf("migrate --print: exit %d %s\n%s", code, errOut, out)
+	}
+	if _, errOut, code = runCLI(t, memstore.New(memstore.Config{}), "migrate", "--store", "redis://x"); code != 2 || !strings.Contains(errOut, "--store") {
+		t.Fatalf("migrate on redis: exit %d %q", code, errOut)
+	}
+}

@@ -438,9 +438,9 @@ func (e *Executor) waitOther(f *flight, cr ClaimResult, start time.Time) {
 	}
 }
 
-// waiter is what wakes waitOther early: a store notification or the end of an
+// waker is what wakes waitOther early: a store notification or the end of an
 // orphaned flight of the same key in this process.
-type waiter struct {
+type waker struct {
 	f        *flight
 	changed  <-chan struct{}
 	prev     <-chan struct{}
@@ -448,8 +448,8 @@ type waiter struct {
 	min, max time.Duration
 }
 
-func (e *Executor) watch(f *flight) *waiter {
-	w := &waiter{f: f, stop: func() {}, min: pollMin, max: pollMax}
+func (e *Executor) watch(f *flight) *waker {
+	w := &waker{f: f, stop: func() {}, min: pollMin, max: pollMax}
 	if f.prev != nil {
 		w.prev = f.prev.done
 	}
@@ -467,7 +467,7 @@ func (e *Executor) watch(f *flight) *waiter {
 
 // sleep waits d or until woken. It reports false if fn's context (every
 // caller) is gone.
-func (w *waiter) sleep(d time.Duration) bool {
+func (w *waker) sleep(d time.Duration) bool {
 	t := time.NewTimer(max(d, 0))
 	defer t.Stop()
 	select {
@@ -525,7 +525,7 @@ func (e *Executor) execute(f *flight, cr ClaimResult, start time.Time) {
 	defer func() {
 		if !returned { // runtime.Goexit in fn
 			hb.stop()
-			f.finish(Execution{}, errors.Join(errGoexit, e.release(f, cr.Token)))
+			f.finish(Execution{}, join(errGoexit, e.release(f, cr.Token)))
 		}
 	}()
 	o := call(f.ctx, f.fn)
@@ -542,15 +542,30 @@ func (e *Executor) execute(f *flight, cr ClaimResult, start time.Time) {
 		// Neither complete nor release: the lease, no longer renewed, passes
 		// and the key is abandoned, as if this process had died mid-effect.
 		e.log.Warn("once: outcome unknown, key left to be abandoned", "key", f.key.String(), "token", cr.Token)
-		f.finish(unstored(x, false), errors.Join(o.err, lost))
+		f.finish(unstored(x, false), join(o.err, lost))
 	case o.err == nil:
 		e.complete(f, x, nil)
 	case errors.As(o.err, &pe):
 		x.Result = permanentResult(o.res, o.err)
 		e.complete(f, x, o.err)
 	default:
-		f.finish(unstored(x, false), errors.Join(o.err, lost, e.release(f, cr.Token)))
+		f.finish(unstored(x, false), join(o.err, lost, e.release(f, cr.Token)))
 	}
+}
+
+// join is errors.Join, except that a single error is returned as it is.
+func join(errs ...error) error {
+	var one error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case one == nil:
+			one = err
+		default:
+			return errors.Join(errs...)
+		}
+	}
+	return one
 }
 
 // unstored is what a caller gets of an execution whose outcome is not stored:
@@ -574,7 +589,7 @@ func (e *Executor) complete(f *flight, x Execution, fnErr error) {
 		err = fmt.Errorf("once: complete key %s: %w", f.key, err)
 		x = unstored(x, fnErr == nil)
 	}
-	f.finish(x, errors.Join(fnErr, err))
+	f.finish(x, join(fnErr, err))
 }
 
 // release gives the key up after fn failed, so that a retry runs it again.

@@ -37,6 +37,8 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
+// Error returns the wrapped error's message unchanged, so that a replay reads
+// exactly like the first answer.
 func (e *PermanentError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the wrapped error.

@@ -885,6 +885,44 @@ func TestDoCloseWaits(t *testing.T) {
 	}
 }
 
+func TestDoCloseRace(t *testing.T) {
+	ex := once.New(memstore.New(memstore.Config{}), once.Config{})
+	var active, ran atomic.Int64
+	var closed atomic.Bool
+	fn := func(context.Context) (once.Result, error) {
+		if closed.Load() {
+			t.Error("fn started after Close returned")
+		}
+		active.Add(1)
+		defer active.Add(-1)
+		time.Sleep(time.Millisecond)
+		ran.Add(1)
+		return result("ok"), nil
+	}
+	const n = 200
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, err := ex.Do(context.Background(), once.Key{ID: strconv.Itoa(i % 50)}, nil, fn)
+			if err != nil && !errors.Is(err, once.ErrClosed) {
+				t.Errorf("Do: %v, want success or ErrClosed", err)
+			}
+		})
+	}
+	close(start)
+	ex.Close()
+	closed.Store(true)
+	if got := active.Load(); got != 0 {
+		t.Errorf("%d functions still running after Close returned", got)
+	}
+	wg.Wait()
+	if ran.Load() > 50 {
+		t.Errorf("fn ran %d times for 50 keys", ran.Load())
+	}
+}
+
 func TestDoInvalid(t *testing.T) {
 	st := newCounting()
 	ex := newExecutor(t, st, once.Config{})

@@ -18,6 +18,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,8 +63,13 @@ type Config struct {
 	NoSync bool
 }
 
-// Bucket names.
+// fileFormat is the layout of the buckets, stored under meta/format.
+const fileFormat = 1
+
+// Bucket names, and the key of the format in bucketMeta.
 var (
+	bucketMeta     = []byte("meta")
+	keyFormat      = []byte("format")
 	bucketRecords  = []byte("records")
 	bucketPurge    = []byte("purge")
 	bucketVersions = []byte("versions")
@@ -131,7 +137,21 @@ func Open(path string, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// createBuckets creates the buckets of a new file and checks the format of
+// an existing one, so that a later layout is never misread as this one.
 func createBuckets(tx *bbolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	switch v := meta.Get(keyFormat); {
+	case v == nil:
+		if err := meta.Put(keyFormat, []byte{fileFormat}); err != nil {
+			return err
+		}
+	case !bytes.Equal(v, []byte{fileFormat}):
+		return fmt.Errorf("file format %x, this version reads %x", v, fileFormat)
+	}
 	for _, name := range [][]byte{bucketRecords, bucketPurge, bucketVersions} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err

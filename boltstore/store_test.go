@@ -443,3 +443,25 @@ func TestCorruptRecord(t *testing.T) {
 	}
 	MustClaim(t, s, claimReq("good"), once.Acquired)
 }
+
+func TestOpenOtherFormat(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "once.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return b.Put(keyFormat, []byte{fileFormat + 1})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, Config{}); err == nil || !strings.Contains(err.Error(), "format") {
+		t.Fatalf("Open of another format = %v, want a format error", err)
+	}
+}

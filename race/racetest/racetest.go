@@ -21,30 +21,21 @@ type User struct {
 // when one has the email, and otherwise inserts one and answers 201. It
 // checks and inserts in two steps, like the code in seed 000, and holds the
 // window between them open until a second request for the same email has
-// passed the check too, or Window has passed. So whenever two requests for
+// passed the check too, or the window given to NewUsers has passed. So whenever two requests for
 // one email overlap, both insert: the race happens every time instead of
-// once in a thousand, and a single request costs Window.
+// once in a thousand, and a lone request costs the window.
 //
 // The zero value is not usable; call NewUsers. It is safe for concurrent use.
 type Users struct {
-	// Window bounds the wait for a second request.
-	Window time.Duration
-
+	gate   *Gate
 	mu     sync.Mutex
 	rows   []User
-	gates  map[string]*gate
 	posted int
 }
 
 // NewUsers returns an empty Users whose window is window.
 func NewUsers(window time.Duration) *Users {
-	return &Users{Window: window, gates: map[string]*gate{}}
-}
-
-// gate opens when a second request arrives, or never (its waiters time out).
-type gate struct {
-	arrived int
-	open    chan struct{}
+	return &Users{gate: NewGate(window)}
 }
 
 func (u *Users) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -64,7 +55,7 @@ func (u *Users) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, user)
 		return
 	}
-	u.window(in.Email) // the bug: the check above is stale by now
+	u.gate.Wait(in.Email) // the bug: the check above is stale by now
 	writeJSON(w, http.StatusCreated, u.insert(in.Email))
 }
 
@@ -84,27 +75,6 @@ func (u *Users) find(email string) (User, bool) {
 		}
 	}
 	return User{}, false
-}
-
-// window waits for a second request for email to pass the check, or Window.
-func (u *Users) window(email string) {
-	u.mu.Lock()
-	g := u.gates[email]
-	if g == nil {
-		g = &gate{open: make(chan struct{})}
-		u.gates[email] = g
-	}
-	g.arrived++
-	if g.arrived == 2 {
-		close(g.open)
-	}
-	u.mu.Unlock()
-	t := time.NewTimer(u.Window)
-	defer t.Stop()
-	select {
-	case <-g.open:
-	case <-t.C:
-	}
 }
 
 // insert is the insert of check-then-insert: it never looks again.
@@ -141,4 +111,48 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	b, _ := json.Marshal(v)
 	fmt.Fprintf(w, "%s\n", b)
+}
+
+// Gate holds a request in the window of a check-then-act until a second
+// request for the same key is in it too, or a timeout passes. Put in that
+// window, it makes a race that needs two overlapping requests happen every
+// time they overlap, while a lone request only waits. It remembers every
+// key, as tests do not run long. It is safe for concurrent use; the zero
+// value is not usable.
+type Gate struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	keys    map[string]*gateKey
+}
+
+type gateKey struct {
+	arrived int
+	open    chan struct{}
+}
+
+// NewGate returns a gate whose waiters give up after timeout.
+func NewGate(timeout time.Duration) *Gate {
+	return &Gate{timeout: timeout, keys: map[string]*gateKey{}}
+}
+
+// Wait returns when a second caller has waited for key, or after the
+// gate's timeout.
+func (g *Gate) Wait(key string) {
+	g.mu.Lock()
+	k := g.keys[key]
+	if k == nil {
+		k = &gateKey{open: make(chan struct{})}
+		g.keys[key] = k
+	}
+	k.arrived++
+	if k.arrived == 2 {
+		close(k.open)
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(g.timeout)
+	defer t.Stop()
+	select {
+	case <-k.open:
+	case <-t.C:
+	}
 }

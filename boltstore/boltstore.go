@@ -123,7 +123,9 @@ func Open(path string, cfg Config) (*Store, error) {
 		FreelistType: bbolt.FreelistMapType,
 	})
 	if errors.Is(err, bberrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s: another process holds it (waited %v; only one process may open a file: store at once)", ErrLocked, path, cfg.LockTimeout)
+		return nil, fmt.Errorf("%w: %s: another process holds it (waited %v); a file store serves one "+
+			"process at a time: stop the other one, or share a store (redis://, postgres://, once+http://)",
+			ErrLocked, path, cfg.LockTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)

@@ -3,6 +3,7 @@ package boltstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -353,7 +354,7 @@ func TestCloseWhileBusy(t *testing.T) {
 	for g := range 32 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				_, err := s.Claim(context.Background(), claimReq(strings.Repeat("x", g+1)+"-"+string(rune('a'+i%26))+time.Now().String()))
+				_, err := s.Claim(context.Background(), claimReq(fmt.Sprint(g, "-", i)))
 				if errors.Is(err, once.ErrClosed) {
 					return
 				}

@@ -25,11 +25,11 @@ import (
 	"github.com/oncehq/once/boltstore"
 )
 
-// Workers is the number of goroutines claiming in loop mode.
-const Workers = 8
+// workers is the number of goroutines claiming in loop mode.
+const workers = 8
 
-// Result is the result every key KEY is completed with.
-func Result(key string) []byte { return []byte("result-of-" + key) }
+// result is the result every key KEY is completed with; the test checks it.
+func result(key string) []byte { return []byte("result-of-" + key) }
 
 func main() {
 	mode := flag.String("mode", "loop", "loop or open")
@@ -54,7 +54,7 @@ func start(mode, path string, run int) error {
 	out := &printer{}
 	out.line("ready")
 	var wg sync.WaitGroup
-	for w := range Workers {
+	for w := range workers {
 		wg.Go(func() { loop(s, out, run, w) })
 	}
 	wg.Wait() // never: the test kills the process
@@ -76,7 +76,7 @@ func loop(s once.Store, out *printer, run, w int) {
 			fatal(fmt.Errorf("claim %s: %v %v", key.ID, res.Outcome, err))
 		}
 		out.line(fmt.Sprintf("claimed %s %d", key.ID, res.Token))
-		if err := s.Complete(ctx, key, res.Token, once.Result{Data: Result(key.ID)}); err != nil {
+		if err := s.Complete(ctx, key, res.Token, once.Result{Data: result(key.ID)}); err != nil {
 			fatal(fmt.Errorf("complete %s: %v", key.ID, err))
 		}
 		out.line(fmt.Sprintf("done %s %d", key.ID, res.Token))

@@ -123,3 +123,14 @@ func benchPair(b *testing.B, s once.Store, i int64) {
 		b.Error(err)
 	}
 }
+
+// TestConformanceSystemClock runs the suite the way server-clock stores run
+// it, with real sleeps, so that RunServerClock is exercised without a server.
+func TestConformanceSystemClock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sleeps for a few seconds")
+	}
+	storetest.RunServerClock(t, func(tb testing.TB) once.Store {
+		return memstore.New(memstore.Config{})
+	})
+}

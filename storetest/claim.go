@@ -92,6 +92,22 @@ func testClaimAbandonedRetry(f *fixture) {
 	f.checkCompleted(f.claimWant(req, once.Completed).Record, t2, res)
 }
 
+// testTakeoverKeepsFingerprint: a takeover without a fingerprint keeps the
+// abandoned record's, so the mismatch check still protects the key, and the
+// key keeps its creation time.
+func testTakeoverKeepsFingerprint(f *fixture) {
+	req := f.req("takeover-fp", "fp-a")
+	t := f.abandon(req)
+	created := f.get(req.Key).CreatedAt
+	cr := f.claimWant(retry(f.req("takeover-fp", "")), once.Acquired)
+	if cr.Token <= t || !bytes.Equal(cr.Record.Fingerprint, []byte("fp-a")) || !cr.Record.CreatedAt.Equal(created) {
+		f.Errorf("takeover without a fingerprint: token %d (after %d), fingerprint %q, CreatedAt %v; want larger, \"fp-a\", %v",
+			cr.Token, t, cr.Record.Fingerprint, cr.Record.CreatedAt, created)
+	}
+	f.claimWant(f.req("takeover-fp", "fp-b"), once.Mismatch)
+	checkFingerprint(f, req.Key, "fp-a")
+}
+
 func testMismatchInProgress(f *fixture) {
 	req := f.req("mismatch-in-progress", "fp-a")
 	t := f.acquire(req, 0, 1)

@@ -80,6 +80,25 @@ func testDeleteInProgress(f *fixture) {
 	f.checkHeld(f.get(k), k, t2, 1)
 }
 
+// testDeleteKeepsTombstone: deleting a record whose holder may still be at
+// work keeps the counter until that holder's lease would have passed, plus
+// a lease, so its token is never handed out again.
+func testDeleteKeepsTombstone(f *fixture) {
+	req := f.req("delete-tombstone", "fp")
+	req.Lease = 3 * f.h.unit
+	t := f.acquire(req, 0, 1)
+	f.wantNil(f.s.Delete(f.ctx, req.Key), "Delete while in progress")
+	if c := f.clock(); c != nil {
+		c.Advance(2*req.Lease - time.Millisecond)
+	} else {
+		f.pass(req.Lease)
+	}
+	if sw, ok := f.s.(once.Sweeper); ok {
+		f.sweepAll(sw)
+	}
+	f.acquire(req, t, 1)
+}
+
 // testRetentionExpiry: past its retention a record behaves as absent, but its
 // tombstone keeps the token counter until retention + lease.
 func testRetentionExpiry(f *fixture) {

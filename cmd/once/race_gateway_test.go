@@ -4,12 +4,20 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+
+	"github.com/oncehq/once/gateway"
+	"github.com/oncehq/once/memstore"
 )
 
-// newTestGateway returns the gateway the race tests put in front of the
-// racy server. The real gateway package was not buildable when these tests
-// were written, so a stand-in that does what it does for a keyed POST is
-// used; the lead wires gateway.New here.
+// newTestGateway returns the once gateway ("once serve"), in-process over a
+// memory store, in front of upstream.
 func newTestGateway(t *testing.T, upstream *url.URL) http.Handler {
-	return standInGateway(upstream)
+	t.Helper()
+	store := memstore.New(memstore.Config{})
+	g, err := gateway.New(gateway.Config{Upstream: upstream, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close(); store.Close() })
+	return g.Handler()
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -56,41 +55,6 @@ func behindGateway(t *testing.T, upstream *httptest.Server) *httptest.Server {
 	srv := httptest.NewServer(newTestGateway(t, u))
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-// standInGateway is what the once gateway does for a keyed POST, reduced
-// to the bone: the first request with a key goes upstream; the others wait
-// for it and replay its answer with Idempotent-Replayed: true.
-func standInGateway(upstream *url.URL) http.Handler {
-	proxy := httputil.NewSingleHostReverseProxy(upstream)
-	var mu sync.Mutex
-	calls := map[string]*call{}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get("Idempotency-Key")
-		mu.Lock()
-		c, dup := calls[key]
-		if !dup {
-			c = &call{done: make(chan struct{})}
-			calls[key] = c
-		}
-		mu.Unlock()
-		if !dup {
-			c.rec = httptest.NewRecorder()
-			proxy.ServeHTTP(c.rec, r)
-			close(c.done)
-		}
-		<-c.done
-		if dup {
-			w.Header().Set("Idempotent-Replayed", "true")
-		}
-		w.WriteHeader(c.rec.Code)
-		w.Write(c.rec.Body.Bytes())
-	})
-}
-
-type call struct {
-	done chan struct{}
-	rec  *httptest.ResponseRecorder
 }
 
 const usersBody = `{"email":"{{uuid}}@example.com"}`

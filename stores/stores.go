@@ -41,15 +41,24 @@ func Open(ctx context.Context, rawURL string) (once.Store, error) {
 		if path == "" {
 			return nil, fmt.Errorf("store URL %q: file: needs a path, e.g. file:once.db", rawURL)
 		}
-		return boltstore.Open(path, boltstore.Config{})
+		return nonNil(boltstore.Open(path, boltstore.Config{}))
 	case "redis", "rediss", "redis+cluster":
-		return redisstore.Open(ctx, rawURL, redisstore.Config{})
+		return nonNil(redisstore.Open(ctx, rawURL, redisstore.Config{}))
 	case "postgres", "postgresql":
-		return pgstore.Open(ctx, rawURL, pgstore.Config{SweepInterval: time.Minute})
+		return nonNil(pgstore.Open(ctx, rawURL, pgstore.Config{SweepInterval: time.Minute}))
 	case "once+http", "once+https":
-		return onceclient.Open(rawURL)
+		return nonNil(onceclient.Open(rawURL))
 	}
 	return nil, fmt.Errorf("store URL %q: unknown scheme %q (want %s)", redact(rawURL), scheme, Schemes)
+}
+
+// nonNil turns a backend's (*T)(nil), err into a nil interface, so that
+// callers never hold a non-nil once.Store wrapping a nil pointer.
+func nonNil[S once.Store](s S, err error) (once.Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // redact hides a password in a URL for messages.

@@ -68,6 +68,22 @@ func encodeMeta(m map[string]string) string {
 
 var errCorrupt = errors.New("redisstore: corrupt record")
 
+// encodeKey encodes a key for the record's k field: the scope's length as a
+// uvarint, the scope, the ID.
+func encodeKey(k once.Key) string {
+	b := binary.AppendUvarint(make([]byte, 0, len(k.Scope)+len(k.ID)+2), uint64(len(k.Scope)))
+	return string(append(append(b, k.Scope...), k.ID...))
+}
+
+// decodeKey reverses encodeKey.
+func decodeKey(s string) (once.Key, error) {
+	scope, id, err := readString(s)
+	if err != nil {
+		return once.Key{}, err
+	}
+	return once.Key{Scope: scope, ID: id}, nil
+}
+
 // decodeMeta reverses encodeMeta. It returns nil for the empty string.
 func decodeMeta(s string) (map[string]string, error) {
 	if s == "" {
@@ -95,7 +111,7 @@ func decodeMeta(s string) (map[string]string, error) {
 func readString(s string) (v, rest string, err error) {
 	n, w := binary.Uvarint([]byte(s[:min(len(s), binary.MaxVarintLen64)]))
 	if w <= 0 || n > uint64(len(s)-w) {
-		return "", "", fmt.Errorf("%w: bad metadata length", errCorrupt)
+		return "", "", fmt.Errorf("%w: bad length prefix", errCorrupt)
 	}
 	return s[w : w+int(n)], s[w+int(n):], nil
 }
@@ -115,6 +131,7 @@ const (
 	fData
 	fMeta
 	replyLen
+	fKey = replyLen // Get's reply only
 )
 
 // reply reads a script's array reply: its fields as strings ("" for a

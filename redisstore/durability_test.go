@@ -99,7 +99,7 @@ func TestWaitReplicas(t *testing.T) {
 		info, err := replica.command("INFO replication")
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})
-	s := openTest(t, "redis://"+primary.addr()+"/0?wait_replicas=1&wait_timeout=300ms", Config{})
+	s := openTest(t, "redis://"+primary.addr()+"/0?wait_replicas=1&wait_timeout=5s", Config{})
 	// Get is a read-only script: it runs on the replica too.
 	onReplica, err := Open(ctx, "redis://"+replica.addr()+"/0", Config{Prefix: s.prefix})
 	if err != nil {
@@ -125,8 +125,12 @@ func TestWaitReplicas(t *testing.T) {
 	}
 	wantOutcome(t, mustClaim(t, s, claimReq(freshKey(t), time.Minute, time.Hour)), once.Acquired)
 	replica.kill()
+	short, err := New(s.client, Config{Prefix: s.prefix, WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	k2 := freshKey(t)
-	_, err = s.Claim(ctx, claimReq(k2, time.Minute, time.Hour))
+	_, err = short.Claim(ctx, claimReq(k2, time.Minute, time.Hour))
 	wantErr(t, err, once.ErrUnavailable)
 	if !strings.Contains(err.Error(), "0 of 1 replicas") {
 		t.Fatalf("error %q does not say how many replicas acknowledged", err)

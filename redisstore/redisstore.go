@@ -219,7 +219,7 @@ func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRes
 	if req.Policy == once.AbandonRetry {
 		policy = "1"
 	}
-	args := []string{string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy}
+	args := []string{string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy, encodeKey(req.Key)}
 	r, werr := s.exec(ctx, claimScript, []string{rec}, args)
 	res, err := s.claimResult(req.Key, r)
 	if err != nil {

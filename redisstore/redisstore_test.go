@@ -173,7 +173,7 @@ func TestLateCompleteSucceeds(t *testing.T) {
 func TestExtend(t *testing.T) {
 	s := newTestStore(t)
 	k := freshKey(t)
-	res := mustClaim(t, s, claimReq(k, 50*time.Millisecond, 100*time.Millisecond))
+	res := mustClaim(t, s, claimReq(k, 300*time.Millisecond, 600*time.Millisecond))
 	wantErr(t, s.Extend(ctx, k, res.Token, 0), once.ErrInvalidArgument)
 	wantErr(t, s.Extend(ctx, k, res.Token+1, time.Second), once.ErrFenced)
 	if err := s.Extend(ctx, k, res.Token, 5*time.Second); err != nil {
@@ -187,8 +187,8 @@ func TestExtend(t *testing.T) {
 		t.Fatalf("after extend: %+v", r)
 	}
 	// Retention was pushed out to the new lease: the record outlives its
-	// original 100ms.
-	time.Sleep(150 * time.Millisecond)
+	// original 600ms.
+	time.Sleep(700 * time.Millisecond)
 	wantOutcome(t, mustClaim(t, s, claimReq(k, time.Second, time.Second)), once.InProgress)
 	pttl := s.pttl(t, k)
 	if want := time.Until(r.ExpiresAt.Add(5 * time.Second)); pttl < want-time.Second || pttl > want+time.Second {
@@ -200,15 +200,15 @@ func TestRetentionAndTombstone(t *testing.T) {
 	s := newTestStore(t)
 	k := freshKey(t)
 	// Retention shorter than the lease is raised to the lease.
-	first := mustClaim(t, s, claimReq(k, 100*time.Millisecond, time.Millisecond))
+	first := mustClaim(t, s, claimReq(k, 500*time.Millisecond, time.Millisecond))
 	if first.Record.ExpiresAt != first.Record.LeaseExpiresAt {
 		t.Fatalf("retention not raised: %+v", first.Record)
 	}
 	if err := s.Complete(ctx, k, first.Token, once.Result{Data: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(130 * time.Millisecond)
-	// Past retention: absent to every operation, but the token counter lives.
+	time.Sleep(600 * time.Millisecond)
+	// Past retention (but not retention + lease): absent to every operation, but the token counter lives.
 	_, err := s.Get(ctx, k)
 	wantErr(t, err, once.ErrNotFound)
 	wantErr(t, s.Complete(ctx, k, first.Token, once.Result{Data: []byte("x")}), once.ErrFenced)

@@ -42,6 +42,7 @@ func newScript(readonly bool, src string) *script {
 //	e   retention deadline (ExpiresAt)
 //	c   created, u updated, d completed
 //	r   result data, m result metadata (see encodeMeta)
+//	k   scope and ID (see encodeKey), for List
 //
 // The key itself expires (PEXPIREAT) at e + l, the record's PurgeAt, so the
 // token counter outlives the record's retention.
@@ -65,7 +66,7 @@ local function purge_ms(e, l) return fmt(math.ceil((e + l) / 1000)) end
 `
 
 // claimScript mirrors fsm.Claim. KEYS[1] record. ARGV fingerprint, lease,
-// retention, policy ("1" = retry). Replies {outcome, now, record fields...}
+// retention, policy ("1" = retry), encoded key (for List). Replies {outcome, now, record fields...}
 // with the outcome numbered as once.Outcome.
 var claimScript = newScript(false, prelude+`
 local k = KEYS[1]
@@ -98,7 +99,7 @@ if exists then
 end
 local e = now + math.max(ret, lease)
 local n = {1, now, false, '1', fmt(token), fmt(attempts), fmt(lease), fmt(now + lease), fmt(e), fmt(created), fmt(now), false, false, false}
-redis.call('HSET', k, 's', '1', 't', n[5], 'a', n[6], 'l', n[7], 'le', n[8], 'e', n[9], 'c', n[10], 'u', n[11])
+redis.call('HSET', k, 's', '1', 't', n[5], 'a', n[6], 'l', n[7], 'le', n[8], 'e', n[9], 'c', n[10], 'u', n[11], 'k', ARGV[5])
 if #fp > 0 then
   redis.call('HSET', k, 'f', fp)
   n[3] = fp
@@ -173,12 +174,13 @@ return 0
 `)
 
 // getScript mirrors fsm.Get: it needs the server clock to tell a live record
-// from a tombstone. KEYS[1] record. Replies {0} or {1, now, record fields...}.
+// from a tombstone. KEYS[1] record. Replies {0} or {1, now, record fields...,
+// encoded key}.
 var getScript = newScript(true, prelude+`
 local now = now_us()
-local h = redis.call('HMGET', KEYS[1], 'f', 's', 't', 'a', 'l', 'le', 'e', 'c', 'u', 'd', 'r', 'm')
+local h = redis.call('HMGET', KEYS[1], 'f', 's', 't', 'a', 'l', 'le', 'e', 'c', 'u', 'd', 'r', 'm', 'k')
 if h[3] == false or now >= tonumber(h[7]) then return {0} end
-return {1, now, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12]}
+return {1, now, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13]}
 `)
 
 // advanceScript mirrors fsm.Advance. Versions are uint64, beyond what a Lua

@@ -16,7 +16,11 @@
 // share one slot. The record key expires (PEXPIREAT) at the record's PurgeAt,
 // retention plus lease, so its fencing token outlives its retention and
 // tokens never go backwards. Redis expires keys by itself, so the store needs
-// no sweeping and does not implement once.Sweeper.
+// no sweeping and does not implement once.Sweeper. Times are kept in
+// microseconds of the server's clock; scripts.go lists the hash's fields.
+//
+// Store also implements once.Lister, for operators, by SCAN over the
+// primaries: its cost grows with the whole database, not with the scope.
 //
 // # Durability
 //

@@ -15,9 +15,9 @@ import (
 // server's accept queue before the round has even started.
 const maxParallelDials = 64
 
-// pool hands out connections dialled before the barrier, so that after it the
-// transport's "dial" returns at once and the requests leave together. When it
-// runs dry (a dial failed, or the transport asked for more) it dials for real.
+// pool holds the connections dialled before the barrier, one per request,
+// so that after it every request is only a write away from the server. When
+// it runs dry (a dial failed) a request dials for itself.
 type pool struct {
 	addr  string
 	tls   *tls.Config // nil for http
@@ -67,8 +67,8 @@ func newPool(ctx context.Context, u *url.URL, n int, timeout time.Duration, tlsC
 	return p, nil
 }
 
-// tlsConfig clones base for one host and pins HTTP/1.1: each request needs a
-// connection of its own to really overlap, which HTTP/2 would multiplex away.
+// tlsConfig clones base for one host and pins HTTP/1.1, the protocol Fire
+// speaks: each request has a connection of its own.
 func tlsConfig(base *tls.Config, host string) *tls.Config {
 	c := &tls.Config{}
 	if base != nil {
@@ -90,12 +90,9 @@ func (p *pool) dialNow(ctx context.Context) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", p.addr)
 }
 
-// dial is the transport's DialContext and DialTLSContext. It refuses any
-// other address: once race only talks to the URL it was given.
-func (p *pool) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if addr != p.addr {
-		return nil, fmt.Errorf("refusing to dial %s: once race only talks to %s", addr, p.addr)
-	}
+// take returns a connection dialled before the barrier, or dials one now
+// when none is left.
+func (p *pool) take(ctx context.Context) (net.Conn, error) {
 	select {
 	case c := <-p.conns:
 		return c, nil

@@ -1,12 +1,15 @@
 package race
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,8 +23,8 @@ const DefaultKeepBody = 4096
 
 // FireOptions tune Fire. The zero value is usable.
 type FireOptions struct {
-	// Timeout bounds each request, from its start until its body is read,
-	// and each dial. Zero means 30 seconds.
+	// Timeout bounds each request, from its start until its answer's body
+	// is read, and each dial made to prepare a round. Zero means 30 seconds.
 	Timeout time.Duration
 	// Spread delays each request after the barrier by a random duration in
 	// [0, Spread). Zero releases them all at once.
@@ -49,39 +52,51 @@ type Answer struct {
 	Err       error         // the request got no (complete) answer
 }
 
+// maxRoundBytes bounds the memory the prepared requests of a round take.
+const maxRoundBytes = 256 << 20
+
 // Fire sends reqs at once and returns their answers, in the order of reqs.
-// Every request must be for the same scheme and host: Fire dials one
-// connection per request to that host first, holds all requests at a barrier
-// until every goroutine is ready, and then releases them together, so that
-// they really overlap on the server. Redirects are not followed (a 3xx is an
-// answer like any other), no proxy is used, and any other host is refused.
+// Every request must go to the same scheme, host and port. Before anything
+// is sent, Fire writes each request out to bytes and dials one connection per
+// request (TLS handshakes included); then it holds all the requests at a
+// barrier until every goroutine is ready, and releases them together: each
+// writes its bytes on its connection with one call and reads the answer. So
+// the requests reach the server as close together as the machine allows,
+// which is what hits a check-then-act window.
 //
-// It returns a *ConnError when not even one connection could be made. Other
+// Each request goes over HTTP/1.1 on a connection of its own, with
+// "Connection: close". Redirects are not followed (a 3xx is an answer like
+// any other), no proxy is used, and no other host is ever contacted.
+//
+// It returns a *ConnError when not even one connection could be made, and an
+// error when a request cannot be written out or goes to another host. Other
 // failures (a timeout, a reset connection) are left in Answer.Err.
 func Fire(ctx context.Context, reqs []*http.Request, o FireOptions) ([]Answer, error) {
 	if len(reqs) == 0 {
 		return nil, nil
 	}
 	o = o.withDefaults()
+	shots, err := prepare(reqs)
+	if err != nil {
+		return nil, err
+	}
 	p, err := newPool(ctx, reqs[0].URL, len(reqs), o.Timeout, o.TLSConfig)
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
-	client := p.client()
-	defer client.CloseIdleConnections()
 
 	answers := make([]Answer, len(reqs))
 	var ready, done sync.WaitGroup
 	start := make(chan struct{})
 	ready.Add(len(reqs))
 	done.Add(len(reqs))
-	for i, req := range reqs {
+	for i, s := range shots {
 		go func() {
 			defer done.Done()
 			ready.Done()
 			<-start
-			answers[i] = o.send(ctx, client, req)
+			answers[i] = o.send(ctx, p, s)
 			if o.OnAnswer != nil {
 				o.OnAnswer()
 			}
@@ -103,41 +118,78 @@ func (o FireOptions) withDefaults() FireOptions {
 	return o
 }
 
-// client returns an HTTP/1.1 client whose every connection comes from p, one
-// per request (no keep-alive), and which never follows a redirect.
-func (p *pool) client() *http.Client {
-	tr := &http.Transport{
-		Proxy:             nil,
-		DialContext:       p.dial,
-		DialTLSContext:    p.dial,
-		DisableKeepAlives: true,
-	}
-	return &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+// shot is a request ready to leave: the request (for reading its answer)
+// and its bytes on the wire.
+type shot struct {
+	req  *http.Request
+	wire []byte
 }
 
-func (o FireOptions) send(ctx context.Context, c *http.Client, req *http.Request) Answer {
-	if o.Spread > 0 {
-		if !sleep(ctx, rand.N(o.Spread)) {
-			return Answer{Err: ctx.Err()}
+// prepare writes every request out, so that sending one after the barrier
+// is a single write. It consumes the requests' bodies.
+func prepare(reqs []*http.Request) ([]shot, error) {
+	scheme, addr := reqs[0].URL.Scheme, hostPort(reqs[0].URL)
+	shots := make([]shot, len(reqs))
+	total := 0
+	for i, r := range reqs {
+		if r.URL.Scheme != scheme || hostPort(r.URL) != addr {
+			return nil, fmt.Errorf("request %d goes to %s://%s, not %s://%s: a race talks to one host", i+1, r.URL.Scheme, hostPort(r.URL), scheme, addr)
 		}
+		r.Close = true
+		var b bytes.Buffer
+		if err := r.Write(&b); err != nil {
+			return nil, fmt.Errorf("request %d: %v", i+1, err)
+		}
+		if total += b.Len(); total > maxRoundBytes {
+			return nil, fmt.Errorf("the round's %d requests take more than %d MiB: send a smaller body or fewer requests", len(reqs), maxRoundBytes>>20)
+		}
+		shots[i] = shot{req: r, wire: b.Bytes()}
+	}
+	return shots, nil
+}
+
+func (o FireOptions) send(ctx context.Context, p *pool, s shot) Answer {
+	if o.Spread > 0 && !sleep(ctx, rand.N(o.Spread)) {
+		return Answer{Err: ctx.Err()}
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	began := time.Now()
-	resp, err := c.Do(req.WithContext(ctx))
+	conn, err := p.take(ctx)
 	if err != nil {
 		return Answer{Err: err, Latency: time.Since(began)}
 	}
-	defer resp.Body.Close()
-	a, err := readAnswer(resp, o.KeepBody)
+	defer conn.Close()
+	// A deadline in the past unblocks the read or write in progress.
+	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })()
+	a, err := roundTrip(conn, s, o.KeepBody)
 	a.Latency = time.Since(began)
 	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("no answer within %v: %w", o.Timeout, ctx.Err())
+		}
 		return Answer{Err: err, Latency: a.Latency}
 	}
 	return a
+}
+
+// roundTrip writes the request and reads its answer, skipping interim (1xx)
+// responses.
+func roundTrip(conn net.Conn, s shot, keep int) (Answer, error) {
+	if _, err := conn.Write(s.wire); err != nil {
+		return Answer{}, err
+	}
+	br := bufio.NewReader(conn)
+	for {
+		resp, err := http.ReadResponse(br, s.req)
+		if err != nil {
+			return Answer{}, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			defer resp.Body.Close()
+			return readAnswer(resp, keep)
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -200,6 +252,3 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-// errNoAnswer is the reason recorded when every request of a round failed.
-var errNoAnswer = errors.New("no request got an answer")

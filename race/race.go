@@ -219,6 +219,9 @@ func (c *Config) request(ctx context.Context, v Vars) (*http.Request, error) {
 	if h := req.Header.Get("Host"); h != "" {
 		req.Host = h
 	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "once-race")
+	}
 	c.setKey(req, v)
 	if body != nil && req.Header.Get("Content-Type") == "" && looksJSON(c.Body) {
 		req.Header.Set("Content-Type", "application/json")
@@ -254,6 +257,9 @@ func looksJSON(s string) bool {
 	s = strings.TrimSpace(s)
 	return strings.HasPrefix(s, "{") || strings.HasPrefix(s, "[")
 }
+
+// errNoAnswer is the reason recorded when every request of a round failed.
+var errNoAnswer = errors.New("no request got an answer")
 
 // runRound fires one round and judges it.
 func runRound(ctx context.Context, c *Config, r int) (Round, []Answer, error) {

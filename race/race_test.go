@@ -377,3 +377,29 @@ func TestParseKeyMode(t *testing.T) {
 		t.Error("Same: no error")
 	}
 }
+
+func TestFireOneHostOnly(t *testing.T) {
+	a, _ := http.NewRequest("GET", "http://127.0.0.1:1/", nil)
+	b, _ := http.NewRequest("GET", "http://127.0.0.2:1/", nil)
+	if _, err := race.Fire(context.Background(), []*http.Request{a, b}, race.FireOptions{}); err == nil || !strings.Contains(err.Error(), "a race talks to one host") {
+		t.Fatalf("err = %v, want a refusal to talk to a second host", err)
+	}
+}
+
+func TestFireSkipsInterimAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("User-Agent") != "once-race" {
+			http.Error(w, "user agent "+r.Header.Get("User-Agent"), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "made")
+	}))
+	defer srv.Close()
+	rep := MustRun(t, race.Config{URL: srv.URL, N: 3, Rounds: 1})
+	if g := rep.Details[0].Answers; len(g) != 1 || g[0].Status != 201 || g[0].Body != "made" || g[0].Count != 3 {
+		t.Fatalf("answers %+v, want 201 made ×3", g)
+	}
+}

@@ -3,7 +3,6 @@ package race
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -239,12 +238,6 @@ func (e *CheckError) Error() string {
 }
 
 func (e *CheckError) Unwrap() error { return e.Err }
-
-// IsConnError reports whether err is a *ConnError.
-func IsConnError(err error) bool {
-	var ce *ConnError
-	return errors.As(err, &ce)
-}
 
 func summarizeLatency(d []time.Duration) Latency {
 	if len(d) == 0 {

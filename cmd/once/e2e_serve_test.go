@@ -174,8 +174,8 @@ func problemType(r e2eReply) string {
 // countingUpstream counts calls per key and can hold the calls of one key.
 type countingUpstream struct {
 	srv   *httptest.Server
-	calls sync.Map // key → *atomic.Int64
-	hold  atomic.Value // string: the key whose calls are held
+	calls sync.Map      // key → *atomic.Int64
+	hold  atomic.Value  // string: the key whose calls are held
 	held  chan struct{} // receives when a held call arrives
 	free  chan struct{} // closed to release held calls
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -149,6 +150,10 @@ func testScopesIndependent(f *fixture) {
 		{Scope: f.scope + "/a", ID: "b"},
 		{Scope: f.scope, ID: "a/b"},
 		{Scope: f.scope + " é ✓", ID: "x"},
+		// Scopes are opaque bytes: not necessarily UTF-8, NUL included.
+		{Scope: f.scope + "\x00\xff\xfe", ID: "x"},
+		{Scope: f.scope + "\x00", ID: "x"},
+		{Scope: f.scope, ID: "x"},
 	}
 	tokens := make([]uint64, len(keys))
 	for i, k := range keys {
@@ -172,6 +177,31 @@ func testLargeResult(f *fixture) {
 	sameResult(f, "Get", f.get(k).Result, res)
 	sameResult(f, "Claim", f.claimWant(f.reqKey(k, "fp"), once.Completed).Record.Result, res)
 	f.wantNil(f.s.Complete(f.ctx, k, t, res.Clone()), "Complete repeated with the large result")
+}
+
+// testResultMetaBytes: metadata that is not valid UTF-8 or holds NUL bytes
+// (a Latin-1 header value, say) is either kept exactly or refused with
+// ErrInvalidArgument, leaving the key held; it is never altered silently.
+func testResultMetaBytes(f *fixture) {
+	metas := map[string]map[string]string{
+		"Latin-1 value": {"Content-Disposition": "caf\xe9"},
+		"NUL in value":  {"X": "a\x00b"},
+		"key not UTF-8": {"\xff": "v"},
+	}
+	for name, meta := range metas {
+		k := f.key("meta-" + name)
+		t := f.acquire(f.reqKey(k, ""), 0, 1)
+		res := once.Result{Data: []byte("d"), Meta: meta}
+		err := f.s.Complete(f.ctx, k, t, res)
+		switch {
+		case err == nil:
+			sameResult(f, name, f.get(k).Result, res)
+		case errors.Is(err, once.ErrInvalidArgument):
+			f.checkHeld(f.get(k), k, t, 1)
+		default:
+			f.Errorf("Complete with meta %s = %v, want nil or ErrInvalidArgument", name, err)
+		}
+	}
 }
 
 // largeResult returns 1 MiB of every byte value plus metadata that looks
@@ -198,7 +228,11 @@ func sameResult(f *fixture, via string, got, want once.Result) {
 	if !bytes.Equal(got.Data, want.Data) {
 		f.Errorf("%s: result data differs: %d bytes, want %d", via, len(got.Data), len(want.Data))
 	}
-	if !maps.Equal(got.Meta, want.Meta) {
+	switch {
+	case maps.Equal(got.Meta, want.Meta):
+	case len(want.Meta) <= 4:
+		f.Errorf("%s: result meta %q, want %q", via, got.Meta, want.Meta)
+	default:
 		f.Errorf("%s: result meta differs: %d entries, want %d", via, len(got.Meta), len(want.Meta))
 	}
 }

@@ -188,6 +188,7 @@ var cases = []testCase{
 	{name: "ValidKeyEdges", run: testValidKeyEdges},
 	{name: "InvalidArgument", run: testInvalidArgument},
 	{name: "LargeResult", run: testLargeResult},
+	{name: "ResultMetaBytes", run: testResultMetaBytes},
 	{name: "ResultsCopied", run: testResultsCopied},
 	{name: "Advance", run: testAdvance},
 	{name: "Close", run: testClose},

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/oncehq/once"
 )
@@ -26,7 +27,7 @@ type row struct {
 	state          int16
 	token          int64
 	attempts       int32
-	leaseMicros    int64
+	lease          pgtype.Interval
 	leaseExpiresAt time.Time
 	expiresAt      time.Time
 	createdAt      time.Time
@@ -38,7 +39,7 @@ type row struct {
 
 // dest returns the scan destinations of recordCols.
 func (r *row) dest() []any {
-	return []any{&r.fingerprint, &r.state, &r.token, &r.attempts, &r.leaseMicros,
+	return []any{&r.fingerprint, &r.state, &r.token, &r.attempts, &r.lease,
 		&r.leaseExpiresAt, &r.expiresAt, &r.createdAt, &r.updatedAt, &r.completedAt,
 		&r.result, &r.meta}
 }
@@ -51,7 +52,7 @@ func (r *row) record(key once.Key) (once.Record, error) {
 		State:          once.State(r.state),
 		Token:          uint64(r.token),
 		Attempts:       uint32(r.attempts),
-		Lease:          time.Duration(r.leaseMicros) * time.Microsecond,
+		Lease:          duration(r.lease),
 		LeaseExpiresAt: r.leaseExpiresAt,
 		ExpiresAt:      r.expiresAt,
 		CreatedAt:      r.createdAt,
@@ -69,6 +70,13 @@ func (r *row) record(key once.Key) (once.Record, error) {
 		rec.Result.Meta = meta
 	}
 	return rec, nil
+}
+
+// duration converts an interval that this package wrote (microseconds only;
+// days and months are never set, but are counted as PostgreSQL would).
+func duration(iv pgtype.Interval) time.Duration {
+	days := int64(iv.Days) + 30*int64(iv.Months)
+	return time.Duration(iv.Microseconds+days*86400e6) * time.Microsecond
 }
 
 // encodeMeta returns meta as JSON text, or nil (NULL) for a nil map. jsonb

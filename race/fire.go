@@ -152,6 +152,7 @@ func (o FireOptions) send(ctx context.Context, p *pool, s shot) Answer {
 	if o.Spread > 0 && !sleep(ctx, rand.N(o.Spread)) {
 		return Answer{Err: ctx.Err()}
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	began := time.Now()
@@ -165,7 +166,10 @@ func (o FireOptions) send(ctx context.Context, p *pool, s shot) Answer {
 	a, err := roundTrip(conn, s, o.KeepBody)
 	a.Latency = time.Since(began)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case parent.Err() != nil:
+			err = parent.Err()
+		case ctx.Err() != nil:
 			err = fmt.Errorf("no answer within %v: %w", o.Timeout, ctx.Err())
 		}
 		return Answer{Err: err, Latency: a.Latency}

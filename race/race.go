@@ -102,6 +102,9 @@ func (c *Config) Validate() error {
 	case c.Spread < 0:
 		return fmt.Errorf("--spread %v: must not be negative", c.Spread)
 	}
+	if _, err := ParseKeyMode(string(c.Key)); err != nil {
+		return fmt.Errorf("--key %v", err)
+	}
 	return c.checkTemplates()
 }
 
@@ -269,6 +272,9 @@ func runRound(ctx context.Context, c *Config, r int) (Round, []Answer, error) {
 		return Round{}, nil, err
 	}
 	answers, err := Fire(ctx, reqs, c.fireOptions(r))
+	if ctx.Err() != nil {
+		return Round{}, nil, ctx.Err() // interrupted: the round is incomplete
+	}
 	if err != nil {
 		var ce *ConnError
 		if errors.As(err, &ce) {

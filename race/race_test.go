@@ -336,6 +336,7 @@ func TestValidate(t *testing.T) {
 		{race.Config{URL: "http://x", Rounds: -2}, "--rounds -2"},
 		{race.Config{URL: "http://x", Method: "GE T"}, "-X"},
 		{race.Config{URL: "http://x", Spread: -1}, "--spread"},
+		{race.Config{URL: "http://x", Key: "each"}, `--key "each" is not same, unique or none`},
 		{race.Config{URL: "http://x/{{nope}}"}, "unknown template {{nope}}"},
 		{race.Config{URL: "http://x", Body: "{{Round}}"}, "-d: unknown template {{Round}}"},
 		{race.Config{URL: "http://x", Header: []race.Header{{Name: "A", Value: "{{x}}"}}}, "-H A: unknown"},

@@ -202,7 +202,10 @@ func judge(ctx context.Context, c *Config, v Vars, r *Round) error {
 	switch {
 	case c.Check != nil:
 		got, err := c.Check(ctx, v)
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err() // interrupted, not a failed check
+		case err != nil:
 			return &CheckError{Round: r.Round, Err: err}
 		}
 		r.Check = &Check{Value: strings.TrimSpace(got), Expect: strings.TrimSpace(Expand(c.Expect, v))}

@@ -67,14 +67,11 @@ func (c *raceCommand) Run(ctx context.Context, args []string) error {
 }
 
 // raceExit maps the outcome to the exit status: 1 when a round broke the
-// invariant, 2 when the race could not be run.
+// invariant, 2 when the race could not be run (a *race.ConnError, a
+// *race.CheckError, an interruption).
 func raceExit(rep *race.Report, err error) error {
-	var ce *race.ConnError
-	var ke *race.CheckError
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ke):
-		return &ExitError{Code: 2, Err: err}
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled) && rep != nil:
 		return &ExitError{Code: 2, Err: fmt.Errorf("interrupted after %d rounds", rep.Rounds)}
 	case err != nil:
 		return &ExitError{Code: 2, Err: err}
@@ -115,9 +112,7 @@ func (c *raceCommand) parse(args []string) (*raceArgs, error) {
 // finishArgs checks and converts the flags that need more than parsing.
 func (c *raceCommand) finishArgs(a *raceArgs, body, key, check, expect string, set map[string]bool) error {
 	var err error
-	if a.cfg.Key, err = race.ParseKeyMode(key); err != nil {
-		return usageError("race: --key " + err.Error())
-	}
+	a.cfg.Key = race.KeyMode(key) // checked by Validate
 	// Checked here because race.Config reads a zero as "the default".
 	if a.cfg.N < 1 {
 		return usageError(fmt.Sprintf("race: -n %d: must be 1 to %d requests per round", a.cfg.N, race.MaxN))

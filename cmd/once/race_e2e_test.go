@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRaceBinary builds the real once binary and drives it over loopback:
@@ -54,5 +57,18 @@ func TestProgressBar(t *testing.T) {
 		"\rround 2 [##############################] 10/10" + "\r\033[K"
 	if b.String() != want {
 		t.Errorf("got %q\nwant %q", b.String(), want)
+	}
+}
+
+func TestRaceInterrupted(t *testing.T) {
+	srv := racyServer(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb bytes.Buffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	cmd := &raceCommand{m: m}
+	time.AfterFunc(300*time.Millisecond, cancel) // as Ctrl-C does
+	code := m.exitCode(cmd.Run(ctx, []string{"-n", "2", "--rounds", "10000", "-d", usersBody, srv.URL}))
+	if code != 2 || !strings.Contains(errb.String(), "interrupted after") {
+		t.Errorf("exit %d, stderr %q; want 2, interrupted", code, errb.String())
 	}
 }

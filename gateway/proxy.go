@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/oncehq/once"
@@ -44,6 +45,7 @@ func newProxy(target *url.URL, transport http.RoundTripper, timeout time.Duratio
 		Transport:      transport,
 		ModifyResponse: watchBody,
 		ErrorHandler:   proxyError,
+		BufferPool:     bufferPool{},
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	if timeout <= 0 {
@@ -55,6 +57,15 @@ func newProxy(target *url.URL, transport http.RoundTripper, timeout time.Duratio
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// bufferPool reuses the proxy's copy buffers (32 KiB each), which would
+// otherwise be allocated per response.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 // proxyError handles a failed upstream call: a keyed request fails its
 // execution (see classify); any other request gets the problem at once.

@@ -144,7 +144,7 @@ func (e *Event) level() slog.Level {
 // emit logs and reports the event.
 func (h *handler) emit(ctx context.Context, ev *Event) {
 	ev.Duration = time.Since(ev.start)
-	if h.log != nil {
+	if h.log != nil && h.log.Enabled(ctx, ev.level()) {
 		h.log.LogAttrs(ctx, ev.level(), "once request", ev.LogAttrs()...)
 	}
 	if h.observe != nil {

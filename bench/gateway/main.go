@@ -1,0 +1,381 @@
+// Command gateway benchmarks "once serve" against a bare httputil.ReverseProxy
+// in front of the same trivial upstream, side by side in one run, alternating
+// rounds so that both see the same machine. The gateway runs on the embedded
+// durable store (file:) with a fresh key per request. Then it fires 1,000
+// identical concurrent requests through the gateway at a slow upstream and
+// counts upstream calls and distinct answers.
+//
+//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file]
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oncehq/once/gateway"
+	"github.com/oncehq/once/stores"
+)
+
+func main() {
+	clients := flag.Int("clients", 32, "concurrent clients")
+	rounds := flag.Int("rounds", 6, "rounds per contender (alternating)")
+	duration := flag.Duration("duration", 2*time.Second, "length of one round")
+	storeKind := flag.String("store", "file", "gateway store: file (embedded, durable) or mem")
+	identical := flag.Int("identical", 1000, "identical concurrent requests in the coalescing check (0: skip)")
+	latency := flag.Duration("latency", 100*time.Millisecond, "upstream latency in the coalescing check")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*clients, *rounds, *duration, *storeKind, *identical, *latency); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+func run(clients, rounds int, duration time.Duration, storeKind string, identical int, latency time.Duration) error {
+	up := &upstream{latency: latency}
+	upURL, stopUp := serve(up)
+	defer stopUp()
+	bareURL, stopBare := serve(bareProxy(upURL))
+	defer stopBare()
+	dir, err := os.MkdirTemp("", "once-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	storeURL := "mem:"
+	if storeKind == "file" {
+		storeURL = "file:" + filepath.Join(dir, "once.db")
+	}
+	store, err := stores.Open(context.Background(), storeURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	onceURL, stopOnce := serveGateway(gw)
+	defer stopOnce()
+
+	fmt.Printf("gateway benchmark: %d clients, %d alternating rounds of %v each, once on %s store, GOMAXPROCS=%d\n\n",
+		clients, rounds, duration, storeKind, runtimeProcs())
+	bare, onceRes := &result{name: "bare ReverseProxy"}, &result{name: "once serve"}
+	type contender struct {
+		r   *result
+		url *url.URL
+	}
+	order := []contender{{bare, bareURL}, {onceRes, onceURL}}
+	for range rounds {
+		for _, c := range order {
+			c.r.add(load(c.url, clients, duration))
+		}
+		order[0], order[1] = order[1], order[0] // alternate who goes first
+	}
+	report(bare, onceRes)
+	if identical > 0 {
+		return coalesce(onceURL, up, identical, latency)
+	}
+	return nil
+}
+
+// upstream answers POST / at once and POST /slow after latency, counting
+// the slow calls.
+type upstream struct {
+	latency time.Duration
+	slow    atomic.Int64
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	if r.URL.Path == "/slow" {
+		u.slow.Add(1)
+		time.Sleep(u.latency)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte(`{"ok":true,"id":"ord_123"}`))
+}
+
+func bareProxy(target *url.URL) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
+		Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second},
+	}
+}
+
+func serve(h http.Handler) (*url.URL, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	u, _ := url.Parse("http://" + ln.Addr().String())
+	return u, func() { srv.Close() }
+}
+
+func serveGateway(gw *gateway.Gateway) (*url.URL, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { gw.Serve(ctx, ln, nil); close(done) }()
+	u, _ := url.Parse("http://" + ln.Addr().String())
+	return u, func() { cancel(); <-done }
+}
+
+// round is one contender's round: requests done and their latencies.
+type round struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration
+	errs    int
+}
+
+type result struct {
+	name   string
+	rounds []round
+}
+
+func (r *result) add(x round) { r.rounds = append(r.rounds, x) }
+
+func (r *result) throughputs() []float64 {
+	var out []float64
+	for _, x := range r.rounds {
+		out = append(out, float64(x.n)/x.elapsed.Seconds())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (r *result) latencies() []time.Duration {
+	var all []time.Duration
+	for _, x := range r.rounds {
+		all = append(all, x.lat...)
+	}
+	slices.Sort(all)
+	return all
+}
+
+func (r *result) errors() int {
+	n := 0
+	for _, x := range r.rounds {
+		n += x.errs
+	}
+	return n
+}
+
+// load runs clients loops of POSTs, each with a fresh key, for d.
+func load(target *url.URL, clients int, d time.Duration) round {
+	tr := &http.Transport{MaxIdleConnsPerHost: clients * 2}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var mu sync.Mutex
+	var all round
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			errs := 0
+			for time.Now().Before(stop) {
+				t0 := time.Now()
+				if err := post(c, target.String()+"/", newKey()); err != nil {
+					errs++
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all.lat = append(all.lat, lat...)
+			all.errs += errs
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	all.elapsed = time.Since(start)
+	all.n = len(all.lat)
+	return all
+}
+
+func newKey() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func post(c *http.Client, u, key string) error {
+	req, err := http.NewRequest("POST", u, stringsReader(`{"item":"book","qty":1}`))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	res, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return fmt.Errorf("status %d", res.StatusCode)
+	}
+	return nil
+}
+
+func pct(s []time.Duration, p float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+func median(s []float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func report(bare, o *result) {
+	bt, ot := bare.throughputs(), o.throughputs()
+	bl, ol := bare.latencies(), o.latencies()
+	fmt.Printf("| contender | median req/s | rounds (req/s) | p50 | p99 | errors |\n|---|---|---|---|---|---|\n")
+	for _, x := range []struct {
+		r  *result
+		t  []float64
+		lt []time.Duration
+	}{{bare, bt, bl}, {o, ot, ol}} {
+		fmt.Printf("| %s | %.0f | %s | %v | %v | %d |\n", x.r.name, median(x.t), fmtRates(x.t), round3(pct(x.lt, .5)), round3(pct(x.lt, .99)), x.r.errors())
+	}
+	fmt.Printf("\nthroughput ratio once/bare: %.2f (goal ≥ 0.80)\n", median(ot)/median(bt))
+	fmt.Printf("added latency: p50 %v, p99 %v\n\n", round3(pct(ol, .5)-pct(bl, .5)), round3(pct(ol, .99)-pct(bl, .99)))
+}
+
+func fmtRates(s []float64) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += " "
+		}
+		out += fmt.Sprintf("%.0f", v)
+	}
+	return out
+}
+
+func round3(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+
+// coalesce fires n identical requests at once through the gateway, on warm
+// connections, and checks one upstream call and n identical answers.
+func coalesce(target *url.URL, up *upstream, n int, latency time.Duration) error {
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	warm(c, target, n)
+	key := newKey()
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	bodies := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			bodies[i], errs[i] = postBody(c, target.String()+"/slow", key)
+		}()
+	}
+	before := up.slow.Load()
+	t0 := time.Now()
+	close(gate)
+	wg.Wait()
+	took := time.Since(t0)
+	distinct := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			return fmt.Errorf("identical request %d: %w", i, errs[i])
+		}
+		distinct[bodies[i]] = true
+	}
+	calls := up.slow.Load() - before
+	fmt.Printf("%d identical concurrent requests (upstream latency %v): %d upstream call(s), %d distinct answer(s), all answered in %v (upstream latency + %v; goal + 50ms)\n",
+		n, latency, calls, len(distinct), took.Round(time.Millisecond), (took - latency).Round(time.Millisecond))
+	if calls != 1 || len(distinct) != 1 {
+		return fmt.Errorf("coalescing failed: %d calls, %d distinct answers", calls, len(distinct))
+	}
+	return nil
+}
+
+// warm opens n keep-alive connections, so that the timed storm measures the
+// gateway rather than TCP handshakes.
+func warm(c *http.Client, target *url.URL, n int) {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			res, err := c.Get(target.String() + "/warm")
+			if err == nil {
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+}
+
+func postBody(c *http.Client, u, key string) (string, error) {
+	req, err := http.NewRequest("POST", u, stringsReader(`{"item":"book","qty":1}`))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	res, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return fmt.Sprintf("%d %s", res.StatusCode, b), err
+}
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

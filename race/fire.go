@@ -129,6 +129,9 @@ type shot struct {
 // is a single write. It consumes the requests' bodies.
 func prepare(reqs []*http.Request) ([]shot, error) {
 	scheme, addr := reqs[0].URL.Scheme, hostPort(reqs[0].URL)
+	if scheme != "http" && scheme != "https" {
+		return nil, fmt.Errorf("%q: only http and https URLs can be raced", reqs[0].URL.Redacted())
+	}
 	shots := make([]shot, len(reqs))
 	total := 0
 	for i, r := range reqs {

@@ -3,7 +3,6 @@ package diagnose
 import (
 	"container/list"
 	"slices"
-	"sort"
 	"strconv"
 )
 
@@ -45,6 +44,13 @@ type keyRef struct {
 	t int64
 }
 
+// activity records that a flow logged a line at t; a flow whose last line is
+// older than the window is closed when its latest activity is popped.
+type activity struct {
+	f *flow
+	t int64
+}
+
 type fifoItem struct {
 	key string
 	t   int64
@@ -75,6 +81,8 @@ type analyzer struct {
 	lost     map[string][]*interval // entity tuple → recent read→write intervals
 	lostFIFO []fifoItem
 	lostOpen map[string]*lostGroup
+
+	active []activity // flow activity in time order, for closing idle flows
 
 	findings  []Finding
 	lastSweep int64
@@ -123,6 +131,9 @@ func (a *analyzer) track(e *event) {
 	if f == nil {
 		f = &flow{corr: e.corr, first: e.t}
 		a.flows[e.corr] = f
+	}
+	if f.last != e.t || len(f.events) == 0 {
+		a.active = append(a.active, activity{f, e.t})
 	}
 	f.last = e.t
 	if len(f.events) < maxFlowEvents {
@@ -215,16 +226,15 @@ func merge(x, y *kase) *kase {
 func (a *analyzer) sweep(all bool) {
 	a.lastSweep, a.sinceSwp = a.now, 0
 	cutoff := a.now - a.window
-	var idle []*flow
-	for _, f := range a.flows {
-		if all || f.last < cutoff {
-			idle = append(idle, f)
+	n := 0
+	for n < len(a.active) && (all || a.active[n].t < cutoff) {
+		// Only a flow's latest activity closes it: older entries are stale.
+		if act := a.active[n]; !act.f.closed && act.f.last == act.t {
+			a.close(act.f)
 		}
+		n++
 	}
-	sort.Slice(idle, func(i, j int) bool { return idle[i].corr < idle[j].corr })
-	for _, f := range idle {
-		a.close(f)
-	}
+	a.active = compact(a.active, n)
 	a.evictIndex(cutoff, all)
 	a.finishStale(cutoff, all)
 	a.evictLost(cutoff, all)

@@ -73,6 +73,9 @@ func newLineParser(cls *classifier) *lineParser {
 	return &lineParser{cls: cls, msgs: map[string]string{}, kinds: map[string]msgKind{}}
 }
 
+// maxLineFields bounds the entity (and key) fields kept from one line.
+const maxLineFields = 32
+
 // maxInterned bounds the message intern table.
 const maxInterned = 1 << 16
 
@@ -166,7 +169,9 @@ func (p *lineParser) other(fi fieldInfo, val []byte, kind valueKind) {
 	ev := p.cur
 	switch fi.role {
 	case roleKey:
-		ev.keys = append(ev.keys, field{fi.name, string(val)})
+		if len(ev.keys) < maxLineFields {
+			ev.keys = append(ev.keys, field{fi.name, string(val)})
+		}
 	case roleMethod:
 		if kind == kindString && p.take(roleMethod, fi.rank) {
 			ev.method = strings.ToUpper(string(val))
@@ -192,7 +197,7 @@ func (p *lineParser) other(fi fieldInfo, val []byte, kind valueKind) {
 			ev.failed = true
 		}
 	case roleEntity:
-		if kind == kindString || kind == kindNumber {
+		if (kind == kindString || kind == kindNumber) && len(ev.ents) < maxLineFields {
 			if ev.ents == nil {
 				ev.ents = p.carve()
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 )
 
 // maxLineLen bounds one log line; longer lines are skipped (and counted).
@@ -143,10 +144,47 @@ func (h *srcHeap) Pop() any {
 // per source plus the lines of one window.
 type merger struct {
 	srcs   srcHeap
-	buf    evHeap
+	buf    sortedQueue
 	window int64
 	maxT   int64
 }
+
+// sortedQueue is the reorder buffer: events sorted by evHeap's order. Logs
+// are mostly in order, so an event is usually appended at the end in O(1);
+// a late one is inserted by binary search.
+type sortedQueue struct {
+	evs  []*event
+	head int
+}
+
+func (q *sortedQueue) len() int { return len(q.evs) - q.head }
+
+func (q *sortedQueue) first() *event { return q.evs[q.head] }
+
+func (q *sortedQueue) push(e *event) {
+	n := len(q.evs)
+	if n == q.head || !less(e, q.evs[n-1]) {
+		q.evs = append(q.evs, e)
+		return
+	}
+	i := q.head + sort.Search(n-q.head, func(i int) bool { return less(e, q.evs[q.head+i]) })
+	q.evs = append(q.evs, nil)
+	copy(q.evs[i+1:], q.evs[i:n])
+	q.evs[i] = e
+}
+
+func (q *sortedQueue) pop() *event {
+	e := q.evs[q.head]
+	q.evs[q.head] = nil
+	q.head++
+	if q.head > 1024 && q.head > len(q.evs)/2 {
+		q.evs = append(q.evs[:0], q.evs[q.head:]...)
+		q.head = 0
+	}
+	return e
+}
+
+func less(a, b *event) bool { return evHeap{a, b}.Less(0, 1) }
 
 func newMerger(srcs []*source, window int64) (*merger, error) {
 	m := &merger{window: window}
@@ -167,8 +205,8 @@ func newMerger(srcs []*source, window int64) (*merger, error) {
 // next returns the next event in time order, or nil at the end.
 func (m *merger) next() (*event, error) {
 	for m.srcs.Len() > 0 {
-		if len(m.buf) > 0 && m.buf[0].t < m.maxT-m.window {
-			return heap.Pop(&m.buf).(*event), nil
+		if m.buf.len() > 0 && m.buf.first().t < m.maxT-m.window {
+			return m.buf.pop(), nil
 		}
 		s := m.srcs[0]
 		ev := s.head
@@ -182,11 +220,11 @@ func (m *merger) next() (*event, error) {
 			s.head = nx
 			heap.Fix(&m.srcs, 0)
 		}
-		heap.Push(&m.buf, ev)
+		m.buf.push(ev)
 		m.maxT = max(m.maxT, ev.t)
 	}
-	if len(m.buf) > 0 {
-		return heap.Pop(&m.buf).(*event), nil
+	if m.buf.len() > 0 {
+		return m.buf.pop(), nil
 	}
 	return nil, nil
 }

@@ -1,7 +1,10 @@
 package diagnose
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +148,30 @@ func FuzzParseLine(f *testing.F) {
 		}
 		p := newLineParser(newClassifier(nil))
 		p.parse(line)
+	})
+}
+
+// FuzzRun feeds arbitrary logs through the whole pipeline: it must never
+// panic, and must count every line.
+func FuzzRun(f *testing.F) {
+	for _, name := range []string{"charge-race.slog.jsonl", "job-retry.zerolog.jsonl", "subscription-stale.logrus.jsonl", "profile-lost-update.bunyan.jsonl"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "logs", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := Run(Config{Window: time.Second}, []Input{{Name: "f", R: bytes.NewReader(data)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := rep.WriteJSON(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if rep.LinesSkipped > rep.LinesRead {
+			t.Fatalf("skipped %d > read %d", rep.LinesSkipped, rep.LinesRead)
+		}
 	})
 }

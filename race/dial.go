@@ -122,6 +122,7 @@ type ConnError struct {
 	Err   error
 }
 
+// Error names the round, the address and why it could not be reached.
 func (e *ConnError) Error() string {
 	if e.Round > 0 {
 		return fmt.Sprintf("round %d: cannot reach %s: %v", e.Round, e.Addr, e.Err)
@@ -129,4 +130,5 @@ func (e *ConnError) Error() string {
 	return fmt.Sprintf("cannot reach %s: %v", e.Addr, e.Err)
 }
 
+// Unwrap returns the dial or request error.
 func (e *ConnError) Unwrap() error { return e.Err }

@@ -253,6 +253,7 @@ type limitedBuffer struct {
 	max int
 }
 
+// Write keeps what fits and reports everything written.
 func (b *limitedBuffer) Write(p []byte) (int, error) {
 	if room := b.max - len(b.buf); room > 0 {
 		b.buf = append(b.buf, p[:min(room, len(p))]...)

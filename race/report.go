@@ -236,10 +236,12 @@ type CheckError struct {
 	Err   error
 }
 
+// Error names the round and the check's failure.
 func (e *CheckError) Error() string {
 	return fmt.Sprintf("round %d: check failed: %v", e.Round, e.Err)
 }
 
+// Unwrap returns the check's error.
 func (e *CheckError) Unwrap() error { return e.Err }
 
 func summarizeLatency(d []time.Duration) Latency {

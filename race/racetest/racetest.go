@@ -38,6 +38,7 @@ func NewUsers(window time.Duration) *Users {
 	return &Users{gate: NewGate(window)}
 }
 
+// ServeHTTP finds or creates the user named by the request, racily.
 func (u *Users) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Email string `json:"email"`

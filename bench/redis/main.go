@@ -9,6 +9,10 @@
 //
 // A pair is two scripts, each one round trip (the claim, then the
 // completion); a SET NX is one command.
+//
+// When redis-server runs on this machine, each phase also reports the CPU
+// time the server spent per call (from /proc/PID/stat): unlike throughput,
+// that figure does not move with the load of other processes.
 package main
 
 import (
@@ -73,20 +77,21 @@ func run(ctx context.Context, url string, clients int, dur time.Duration, rounds
 		}
 		return s.Complete(ctx, k, res.Token, once.Result{Data: value})
 	}
+	cpu := serverCPU(ctx, s)
 	fmt.Printf("%d goroutines, %v per phase, keys expire after 1-2 minutes\n", clients, dur)
-	fmt.Printf("%-6s %14s %16s %8s\n", "round", "SET NX ops/s", "pairs/s", "ratio")
+	fmt.Printf("%-6s %14s %16s %8s %18s %18s\n", "round", "SET NX ops/s", "pairs/s", "ratio", "server µs/SET NX", "server µs/pair")
 	var ratios []float64
 	for r := 1; r <= rounds; r++ {
-		ops, err := measure(ctx, clients, dur, setnx)
+		ops, setCPU, err := measure(ctx, clients, dur, setnx, cpu)
 		if err != nil {
 			return err
 		}
-		pairs, err := measure(ctx, clients, dur, pair)
+		pairs, pairCPU, err := measure(ctx, clients, dur, pair, cpu)
 		if err != nil {
 			return err
 		}
 		ratios = append(ratios, pairs/ops)
-		fmt.Printf("%-6d %14.0f %16.0f %8.3f\n", r, ops, pairs, pairs/ops)
+		fmt.Printf("%-6d %14.0f %16.0f %8.3f %18.1f %18.1f\n", r, ops, pairs, pairs/ops, setCPU, pairCPU)
 	}
 	slices.Sort(ratios)
 	fmt.Printf("median ratio of library pairs/s to SET NX ops/s: %.3f\n", ratios[len(ratios)/2])
@@ -96,8 +101,13 @@ func run(ctx context.Context, url string, clients int, dur time.Duration, rounds
 	return nil
 }
 
-// measure runs op from clients goroutines for dur and returns calls/s.
-func measure(ctx context.Context, clients int, dur time.Duration, op func(context.Context) error) (float64, error) {
+// measure runs op from clients goroutines for dur and returns calls/s and
+// the server's CPU microseconds per call (0 when cpu is nil).
+func measure(ctx context.Context, clients int, dur time.Duration, op func(context.Context) error, cpu func() time.Duration) (float64, float64, error) {
+	var cpu0 time.Duration
+	if cpu != nil {
+		cpu0 = cpu()
+	}
 	var done atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -117,10 +127,52 @@ func measure(ctx context.Context, clients int, dur time.Duration, op func(contex
 		}()
 	}
 	wg.Wait()
+	el := time.Since(start)
 	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(done.Load()) / time.Since(start).Seconds(), nil
+	n := float64(done.Load())
+	perCall := 0.0
+	if cpu != nil && n > 0 {
+		perCall = float64((cpu() - cpu0).Microseconds()) / n
+	}
+	return n / el.Seconds(), perCall, nil
+}
+
+// serverCPU returns a function reading the CPU time redis-server has used, or
+// nil when the server is not a process of this machine.
+func serverCPU(ctx context.Context, s *redisstore.Store) func() time.Duration {
+	c := s.Client()
+	info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return nil
+	}
+	var pid string
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
+			pid = v
+		}
+	}
+	stat := "/proc/" + pid + "/stat"
+	read := func() (time.Duration, bool) {
+		b, err := os.ReadFile(stat)
+		if err != nil || !strings.Contains(string(b), "(redis-server)") {
+			return 0, false
+		}
+		// Fields after the command name: utime and stime are the 12th and
+		// 13th, in clock ticks (100 per second on Linux).
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			return 0, false
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		return time.Duration(ut+st) * 10 * time.Millisecond, err1 == nil && err2 == nil
+	}
+	if _, ok := read(); pid == "" || !ok {
+		return nil
+	}
+	return func() time.Duration { d, _ := read(); return d }
 }
 
 // redisBenchmark runs redis-benchmark -t set against the URL's host.

@@ -41,8 +41,14 @@
 //   - Acquired: no live record existed, the record was RELEASED, or the record
 //     was abandoned and the policy is AbandonRetry. The new token is strictly
 //     greater than every token handed out for the key while its record or
-//     tombstone was retained; a fresh key starts at 1. Attempts counts the claims
-//     that acquired the key since it was last absent.
+//     tombstone was retained; a fresh key starts at 1 in the stores of this
+//     module. Attempts counts the claims that acquired the key since it was
+//     last absent. A takeover of an abandoned record keeps its CreatedAt, and
+//     its fingerprint when the claim brings none.
+//
+// ClaimResult.Token is set only for Acquired and RetryAfter only for
+// InProgress. Each operation reads the store's clock once, so the times it
+// writes agree (LeaseExpiresAt - UpdatedAt is the lease just granted).
 //
 // # Complete, Release, Extend
 //
@@ -170,6 +176,10 @@ func (s State) String() string {
 
 // Result is what a completed record holds: opaque bytes and a small map of
 // metadata. Stores copy results in and out; callers may keep or modify them.
+// Data may hold any bytes. Meta keys and values should be valid UTF-8: a
+// store either keeps them exactly or refuses them with ErrInvalidArgument
+// (PostgreSQL's jsonb and the HTTP key API cannot carry other strings).
+// Keys that start with "once." are reserved for this package.
 type Result struct {
 	Data []byte
 	Meta map[string]string

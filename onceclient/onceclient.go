@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/keyapi"
@@ -266,6 +267,11 @@ func (c *Client) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRe
 func (c *Client) Complete(ctx context.Context, key once.Key, token uint64, result once.Result) error {
 	if err := c.check(key); err != nil {
 		return err
+	}
+	for k, v := range result.Meta {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("%w: result metadata must be valid UTF-8 to cross the key API (key %q)", once.ErrInvalidArgument, k)
+		}
 	}
 	body := keyapi.CompleteRequest{Token: token, Meta: result.Meta}
 	if len(result.Data) > 0 {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,7 +89,10 @@ func classify(err error) error {
 	var dns *net.DNSError
 	var cert *tls.CertificateVerificationError
 	switch {
-	case errors.As(err, &dns), errors.As(err, &op) && op.Op == "dial", errors.As(err, &cert):
+	case errors.As(err, &dns), errors.As(err, &op) && op.Op == "dial", errors.As(err, &cert),
+		strings.Contains(err.Error(), "server closed idle connection"):
+		// net/http's errServerClosedIdle: the upstream had closed the
+		// kept-alive connection before the request was written to it.
 		return fmt.Errorf("%w: %v", oncehttp.ErrUpstreamUnreachable, err)
 	case isTimeout(err):
 		return once.Abandon(fmt.Errorf("%w: %v", oncehttp.ErrUpstreamTimeout, err))

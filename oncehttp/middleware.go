@@ -263,6 +263,9 @@ func (h *handler) execute(att *attempt, w http.ResponseWriter, r *http.Request, 
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 		req.TransferEncoding = nil
+		// Lets a proxy's transport resend the request on a keep-alive
+		// connection the upstream had already closed (it never read it).
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		start := time.Now()
 		p := serveRecovering(h.next, rec, req)
 		att.mu.Lock()

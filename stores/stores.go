@@ -5,7 +5,7 @@
 //	mem:                                  memstore (in memory, this process only)
 //	file:PATH                             boltstore (embedded, durable; the CLI default)
 //	redis://[user:pass@]host:port/db      redisstore (rediss:// for TLS)
-//	redis+cluster://host:port,host:port   redisstore on a Redis Cluster
+//	redis+cluster://host:port,host:port   redisstore on a Redis Cluster (rediss+cluster:// for TLS)
 //	postgres://… or postgresql://…        pgstore
 //	once+http://host:port?token=T         onceclient (a once server's key API; once+https too)
 package stores
@@ -42,7 +42,7 @@ func Open(ctx context.Context, rawURL string) (once.Store, error) {
 			return nil, fmt.Errorf("store URL %q: file: needs a path, e.g. file:once.db", rawURL)
 		}
 		return nonNil(boltstore.Open(path, boltstore.Config{}))
-	case "redis", "rediss", "redis+cluster":
+	case "redis", "rediss", "redis+cluster", "rediss+cluster":
 		return nonNil(redisstore.Open(ctx, rawURL, redisstore.Config{}))
 	case "postgres", "postgresql":
 		return nonNil(pgstore.Open(ctx, rawURL, pgstore.Config{SweepInterval: time.Minute}))

@@ -101,6 +101,9 @@ type serveAddrs struct{ proxy, api string }
 // into the gateway's config.
 func (c *serveCommand) parse(args []string) (gateway.Config, serveAddrs, *slog.Logger, error) {
 	fs := c.flags()
+	if wantsHelp(args) {
+		fs.SetOutput(c.m.Stdout) // asked for: the help is the output
+	}
 	if err := c.m.parse(fs, args); err != nil {
 		return gateway.Config{}, serveAddrs{}, nil, err
 	}
@@ -120,6 +123,19 @@ func (c *serveCommand) parse(args []string) (gateway.Config, serveAddrs, *slog.L
 	}
 	cfg.Rules = rules
 	return cfg, addrs, cfg.Logger, nil
+}
+
+// wantsHelp reports whether args ask for help before any other flag error.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--h", "--help":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
 }
 
 // applyConfig loads --config: its settings fill the flags not given on the

@@ -114,7 +114,8 @@ func TestServeUsageErrors(t *testing.T) {
 }
 
 func TestServeHelp(t *testing.T) {
-	m, errOut := newTestMain(nil)
+	m, _ := newTestMain(nil)
+	errOut := m.Stdout.(*bytes.Buffer) // help asked for goes to stdout
 	err := m.Run(context.Background(), []string{"serve", "-h"})
 	if code := m.exitCode(err); code != 0 {
 		t.Fatalf("exit %d", code)

@@ -12,6 +12,11 @@ const (
 	maxFlowEvents = 512 // events kept per correlation id
 	maxCaseFlows  = 64  // flows linked into one case
 	maxKeyRefs    = 64  // flows remembered per action key within a window
+
+	// maxRememberedFlows caps the closed flows (with an effect) remembered
+	// per correlation id, to catch a retry after a backoff longer than the
+	// window: about 1 KiB each.
+	maxRememberedFlows = 1 << 15
 )
 
 // flow is every line of one correlation id seen so far.
@@ -75,7 +80,8 @@ type analyzer struct {
 	index map[idxKey][]keyRef // action key → recent flows
 	fifo  []idxItem           // index insertions in time order, for eviction
 
-	versions *versionLRU
+	versions *lru[*event]   // entity tuple → its highest-version line
+	retries  *lru[*segment] // correlation id → a summary of its closed flow
 	stale    []*staleCand
 
 	lost     map[string][]*interval // entity tuple → recent read→write intervals
@@ -95,7 +101,8 @@ func newAnalyzer(cfg Config, files []string) *analyzer {
 		files:    files,
 		flows:    map[string]*flow{},
 		index:    map[idxKey][]keyRef{},
-		versions: newVersionLRU(cfg.MaxEntities),
+		versions: newLRU[*event](cfg.MaxEntities),
+		retries:  newLRU[*segment](min(cfg.MaxEntities, maxRememberedFlows)),
 		lost:     map[string][]*interval{},
 		lostOpen: map[string]*lostGroup{},
 	}
@@ -289,47 +296,51 @@ func (a *analyzer) at(e *event) string {
 	return a.files[e.file] + ":" + strconv.FormatInt(e.line, 10)
 }
 
-// versionLRU remembers the highest version seen per entity, forgetting the
-// least recently seen entity beyond its cap.
-type versionLRU struct {
+// lru is a map that forgets its least recently used entry beyond cap.
+type lru[V any] struct {
 	cap int
 	m   map[string]*list.Element
 	l   *list.List
 }
 
-type versionEntry struct {
-	tuple string
-	ev    *event
+type lruEntry[V any] struct {
+	key string
+	val V
 }
 
-func newVersionLRU(n int) *versionLRU {
-	return &versionLRU{cap: n, m: map[string]*list.Element{}, l: list.New()}
+func newLRU[V any](n int) *lru[V] {
+	return &lru[V]{cap: n, m: map[string]*list.Element{}, l: list.New()}
 }
 
-func (v *versionLRU) get(tuple string) *event {
-	el := v.m[tuple]
+func (c *lru[V]) get(key string) (V, bool) {
+	el := c.m[key]
 	if el == nil {
-		return nil
+		var zero V
+		return zero, false
 	}
-	v.l.MoveToFront(el)
-	return el.Value.(*versionEntry).ev
+	c.l.MoveToFront(el)
+	return el.Value.(*lruEntry[V]).val, true
 }
 
-func (v *versionLRU) put(tuple string, e *event) {
-	// Keep a copy that owns its fields: the event's fields are carved from a
-	// shared slab that one long-lived entry must not pin.
-	cp := *e
-	cp.ents = slices.Clone(e.ents)
-	e = &cp
-	if el := v.m[tuple]; el != nil {
-		el.Value.(*versionEntry).ev = e
-		v.l.MoveToFront(el)
+func (c *lru[V]) put(key string, v V) {
+	if el := c.m[key]; el != nil {
+		el.Value.(*lruEntry[V]).val = v
+		c.l.MoveToFront(el)
 		return
 	}
-	v.m[tuple] = v.l.PushFront(&versionEntry{tuple, e})
-	if v.l.Len() > v.cap {
-		old := v.l.Back()
-		v.l.Remove(old)
-		delete(v.m, old.Value.(*versionEntry).tuple)
+	c.m[key] = c.l.PushFront(&lruEntry[V]{key, v})
+	if c.l.Len() > c.cap {
+		old := c.l.Back()
+		c.l.Remove(old)
+		delete(c.m, old.Value.(*lruEntry[V]).key)
 	}
+}
+
+// owned returns a copy of e that owns its fields: an event's fields are
+// carved from a shared slab that one long-lived copy must not pin.
+func owned(e *event) *event {
+	cp := *e
+	cp.ents = slices.Clone(e.ents)
+	cp.keys = slices.Clone(e.keys)
+	return &cp
 }

@@ -95,8 +95,14 @@ func (r *Report) sort() {
 // WriteJSON writes the report as one JSON document.
 func (r *Report) WriteJSON(w io.Writer) error {
 	out := *r
-	if out.Findings == nil {
-		out.Findings = []Finding{}
+	out.Findings = make([]Finding, len(r.Findings))
+	for i, f := range r.Findings {
+		// Lists are always lists in JSON, never null.
+		f.Entities = nonNil(f.Entities)
+		f.CorrelationIDs = nonNil(f.CorrelationIDs)
+		f.Evidence = nonNil(f.Evidence)
+		f.Timeline = nonNil(f.Timeline)
+		out.Findings[i] = f
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -147,4 +153,11 @@ func fmtMS(ms float64) string {
 		return "0"
 	}
 	return s
+}
+
+func nonNil[T any](xs []T) []T {
+	if xs == nil {
+		return []T{}
+	}
+	return xs
 }

@@ -42,7 +42,7 @@ func (a *analyzer) checkLost(w *event) {
 func lastRead(f *flow, w *event) *event {
 	for i := len(f.events) - 1; i >= 0; i-- {
 		e := f.events[i]
-		if e.seq >= w.seq || e.tuple != w.tuple {
+		if e.seq >= w.seq || !sameEntity(e.ents, w.ents) {
 			continue
 		}
 		if e.kind&kWrite != 0 && !e.negative() {
@@ -53,6 +53,23 @@ func lastRead(f *flow, w *event) *event {
 		}
 	}
 	return nil
+}
+
+// sameEntity reports whether two lines name the same entity: they share a
+// field=value and disagree on no field they both carry.
+func sameEntity(a, b []field) bool {
+	shared := false
+	for _, x := range a {
+		for _, y := range b {
+			if x.Name == y.Name {
+				if x.Value != y.Value {
+					return false
+				}
+				shared = true
+			}
+		}
+	}
+	return shared
 }
 
 // overlap reports whether iv read before j wrote (j read first and wrote

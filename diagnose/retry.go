@@ -9,11 +9,24 @@ type segment struct {
 
 // checkRetry looks, within one correlation id, for a later attempt that
 // produced an effect an earlier attempt had already produced.
+//
+// A flow closes after a window of silence; a retry after a longer backoff
+// comes back as a new flow with the same correlation id, so a summary of
+// each closed flow (its inputs and effects) is remembered per correlation
+// id, in an LRU capped like the version table.
 func (a *analyzer) checkRetry(f *flow) {
 	segs := attempts(f)
-	if len(segs) < 2 {
-		return
+	if prev, ok := a.retries.get(f.corr); ok {
+		if segs[0].marker == nil {
+			segs[0].marker = segs[0].events[0]
+		}
+		segs = append([]*segment{prev}, segs...)
 	}
+	defer func() {
+		if hasEffect(segs) {
+			a.retries.put(f.corr, summarize(segs))
+		}
+	}()
 	for i, s1 := range segs {
 		for _, s2 := range segs[i+1:] {
 			if e1, e2 := repeatedEffect(s1, s2); e1 != nil {
@@ -22,6 +35,34 @@ func (a *analyzer) checkRetry(f *flow) {
 			}
 		}
 	}
+}
+
+// maxSummary bounds the lines remembered of a closed flow.
+const maxSummary = 4
+
+func hasEffect(segs []*segment) bool {
+	for _, s := range segs {
+		for _, e := range s.events {
+			if e.isEffect() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// summarize keeps what a later attempt is compared with: the first
+// attempt's inputs, its first line, and the effects of every attempt.
+func summarize(segs []*segment) *segment {
+	s := &segment{inputs: segs[0].inputs}
+	for i, sg := range segs {
+		for j, e := range sg.events {
+			if len(s.events) < maxSummary && (i == 0 && j == 0 || e.isEffect()) {
+				s.events = append(s.events, owned(e))
+			}
+		}
+	}
+	return s
 }
 
 // attempts splits a flow where an attempt number changes, a retry is
@@ -112,9 +153,11 @@ func (a *analyzer) retryFinding(f *flow, s1, s2 *segment, e1, e2 *event) Finding
 		roles[s2.marker] = "retry"
 	}
 	var rows []*event
-	for _, e := range f.events {
-		if e.seq >= s1.events[0].seq && e.seq <= e2.seq {
-			rows = append(rows, e)
+	for _, s := range []*segment{s1, s2} {
+		for _, e := range s.events {
+			if e.seq <= e2.seq {
+				rows = append(rows, e)
+			}
 		}
 	}
 	if s1.events[0] != e1 {

@@ -17,12 +17,12 @@ func (a *analyzer) checkStale(e *event) {
 	if len(e.ents) == 0 || e.negative() || e.kind&(kRead|kCheck) != 0 && e.kind&(kWrite|kEffect) == 0 {
 		return
 	}
-	cur := a.versions.get(e.tuple)
+	cur, _ := a.versions.get(e.tuple)
 	switch {
 	case cur == nil || e.version > cur.version:
-		a.versions.put(e.tuple, e)
+		a.versions.put(e.tuple, owned(e))
 	case e.version == cur.version && e.kind&kApply != 0 && cur.kind&kApply == 0:
-		a.versions.put(e.tuple, e) // the same version, now applied: the better evidence
+		a.versions.put(e.tuple, owned(e)) // the same version, now applied: the better evidence
 	case e.version < cur.version && e.kind&kApply != 0:
 		a.stale = append(a.stale, &staleCand{e: e, newer: cur})
 	}

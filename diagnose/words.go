@@ -25,7 +25,7 @@ var (
 		"published", "enqueued", "dispatched", "delivered", "issued", "booked", "reserved",
 		"shipped", "refunded", "paid", "notified", "granted", "provisioned", "credited", "debited",
 		"transferred", "registered", "subscribed", "placed", "added", "recorded", "posted",
-		"generated", "allocated", "opened", "resent", "texted", "invoiced", "minted", "scheduled",
+		"generated", "allocated", "opened", "resent", "texted", "invoiced", "minted", "scheduled", "confirmed",
 		"renewed", "cancelled", "canceled", "activated", "deactivated", "upgraded", "downgraded")
 	negativeWords = set("not", "no", "skip", "skipped", "skipping", "duplicate", "duplicated", "dup",
 		"already", "replay", "replayed", "replaying", "ignore", "ignored", "ignoring", "reject",
@@ -43,8 +43,10 @@ var (
 		"selected", "query", "queried", "verify", "verifying", "recent", "duplicate", "duplicates")
 	writeWords = set("updated", "saved", "wrote", "written", "stored", "persisted", "modified",
 		"patched", "changed", "overwrote", "overwritten", "incremented", "decremented", "set",
-		"replaced", "upserted", "adjusted", "applied", "committed")
-	applyWords = set("applied", "handled", "processed", "consumed", "executed", "performed", "enforced")
+		"replaced", "upserted", "adjusted", "applied", "committed", "saving", "updating", "writing",
+		"persisting", "overwriting")
+	applyWords = set("applied", "applying", "apply", "handled", "processed", "consumed", "executed",
+		"performed", "enforced")
 	retryWords = set("retry", "retrying", "retried", "redeliver", "redelivered", "redelivery",
 		"requeued", "reattempt", "reattempting", "resubmitted", "resending", "resent", "retries")
 )

@@ -46,6 +46,12 @@ var goldenCases = []struct {
 		innocent: []string{"p_2", "tab-c", "tab-d"}},
 	{name: "split-files", files: []string{"split-a.jsonl", "split-b.jsonl"},
 		modes: []string{ModeDuplicateSideEffect}, corrs: [][]string{{"req-a", "req-b"}}},
+	{name: "job-backoff-retry", files: []string{"job-backoff-retry.jsonl"},
+		modes: []string{ModeRetryWithoutKey}, corrs: [][]string{{"J1"}}},
+	{name: "stale-seq-nocorr", files: []string{"stale-seq-nocorr.jsonl"},
+		modes: []string{ModeStaleEvent}, corrs: [][]string{{}}, innocent: []string{"s2"}},
+	{name: "balance-lost-update", files: []string{"balance-lost-update.jsonl"},
+		modes: []string{ModeLostUpdate}, corrs: [][]string{{"x", "y"}}},
 	{name: "innocent", files: []string{"innocent.jsonl"}},
 	{name: "entity-override", files: []string{"innocent.jsonl"}, cfg: Config{Entity: []string{"user"}},
 		// Under --entity user, two charges of user_2 for different products
@@ -63,7 +69,7 @@ func TestGolden(t *testing.T) {
 			var corrs [][]string
 			for _, f := range rep.Findings {
 				modes = append(modes, f.Mode)
-				corrs = append(corrs, f.CorrelationIDs)
+				corrs = append(corrs, nonNil(f.CorrelationIDs))
 			}
 			if !slices.Equal(modes, tc.modes) {
 				t.Errorf("modes = %q, want %q", modes, tc.modes)

@@ -112,12 +112,14 @@ func run(clients, rounds int, duration time.Duration, storeKind string, identica
 type upstream struct {
 	latency time.Duration
 	slow    atomic.Int64
+	slowAt  atomic.Int64 // UnixNano of the latest slow call's arrival
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, r.Body)
 	if r.URL.Path == "/slow" {
 		u.slow.Add(1)
+		u.slowAt.Store(time.Now().UnixNano())
 		time.Sleep(u.latency)
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -331,8 +333,11 @@ func coalesce(target *url.URL, up *upstream, n int, latency time.Duration) error
 		distinct[bodies[i]] = true
 	}
 	calls := up.slow.Load() - before
+	arrived := time.Unix(0, up.slowAt.Load()).Sub(t0)
 	fmt.Printf("%d identical concurrent requests (upstream latency %v): %d upstream call(s), %d distinct answer(s), all answered in %v (upstream latency + %v; goal + 50ms)\n",
 		n, latency, calls, len(distinct), took.Round(time.Millisecond), (took - latency).Round(time.Millisecond))
+	fmt.Printf("  the upstream call began %v after the storm was released; the last answer left %v after the upstream answered\n",
+		arrived.Round(time.Millisecond), (took - arrived - latency).Round(time.Millisecond))
 	if calls != 1 || len(distinct) != 1 {
 		return fmt.Errorf("coalescing failed: %d calls, %d distinct answers", calls, len(distinct))
 	}

@@ -126,12 +126,22 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte(`{"ok":true,"id":"ord_123"}`))
 }
 
+// bareProxy is the baseline: a ReverseProxy set up as the gateway's is
+// (Rewrite, the same transport limits, pooled copy buffers), without once.
 func bareProxy(target *url.URL) http.Handler {
 	return &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
-		Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second},
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
+		Transport:  &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second},
+		BufferPool: pool{},
 	}
 }
+
+type pool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (pool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (pool) Put(b []byte) { buffers.Put(&b) }
 
 func serve(h http.Handler) (*url.URL, func()) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

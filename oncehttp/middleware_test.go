@@ -540,3 +540,31 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// 5. The lease is renewed while the handler works: another process (another
+// executor on the same store) waiting on the key does not take it over, even
+// under AbandonRetry, and gets the replay.
+func TestLeaseRenewedAcrossProcesses(t *testing.T) {
+	store := memstore.New(memstore.Config{})
+	xcfg := once.Config{Lease: 300 * time.Millisecond, Abandoned: once.AbandonRetry, Wait: 5 * time.Second}
+	slow := func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		fmt.Fprint(w, "slow result")
+	}
+	a := newEnv(t, store, xcfg, oncehttp.Config{}, slow)
+	b := newEnv(t, store, xcfg, oncehttp.Config{}, slow)
+	first := make(chan reply, 1)
+	go func() { r, _ := a.tryPost("long", "{}"); first <- r }()
+	waitFor(t, func() bool { return a.calls.Load() == 1 })
+	time.Sleep(500 * time.Millisecond) // past one lease: only renewals keep it
+	r := b.post("long", "{}")
+	if r.body != "slow result" || r.header.Get(oncehttp.HeaderReplayed) != "true" {
+		t.Fatalf("other process got %d %q %v", r.status, r.body, r.header)
+	}
+	if got := <-first; got.body != "slow result" {
+		t.Fatalf("first got %q", got.body)
+	}
+	if n := a.calls.Load() + b.calls.Load(); n != 1 {
+		t.Fatalf("executed %d times across two processes", n)
+	}
+}

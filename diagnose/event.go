@@ -288,8 +288,9 @@ func levelIsError(lv []byte) bool {
 	if len(lv) == 0 {
 		return false
 	}
-	if n, err := strconv.Atoi(string(lv)); err == nil {
-		return n >= 50
+	if lv[0] >= '0' && lv[0] <= '9' {
+		n, err := strconv.Atoi(string(lv))
+		return err == nil && n >= 50
 	}
 	l := bytes.ToLower(lv)
 	for _, w := range []string{"err", "fatal", "panic", "crit", "alert", "emerg"} {

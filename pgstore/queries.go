@@ -36,6 +36,12 @@ const recordCols = `fingerprint, state, token, attempts, lease, lease_expires_at
 // re-check fails, nothing is returned at all (the snapshot is older than the
 // row that won, so a row read from it would be stale), and the caller runs
 // the statement again with a fresh snapshot, which then sees the winner.
+//
+// The takeover also requires that the row was last written before the
+// statement's now() (excluded.created_at), so that it can use the values
+// computed for the insert; a row written later, by a transaction that
+// committed while this one waited, sends the claim round again, with a
+// now() that is later than that write.
 const claimSQL = `WITH cur AS (
 	SELECT r.*, ` + rowNow + ` AS now, CASE
 		WHEN r.expires_at <= ` + rowNow + ` OR r.state = 3 THEN 0
@@ -57,24 +63,25 @@ up AS (
 	WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.outcome <> 0)
 	ON CONFLICT (scope, key) DO UPDATE SET
 		token = r.token + 1,
-		attempts = CASE WHEN r.expires_at > ` + rowNow + ` THEN r.attempts + 1 ELSE 1 END,
-		created_at = CASE WHEN r.expires_at > ` + rowNow + ` THEN r.created_at ELSE ` + rowNow + ` END,
-		fingerprint = CASE WHEN r.expires_at > ` + rowNow + ` AND r.state = 1
+		attempts = CASE WHEN r.expires_at > excluded.created_at THEN r.attempts + 1 ELSE 1 END,
+		created_at = CASE WHEN r.expires_at > excluded.created_at THEN r.created_at ELSE excluded.created_at END,
+		fingerprint = CASE WHEN r.expires_at > excluded.created_at AND r.state = 1
 			AND coalesce(octet_length(excluded.fingerprint), 0) = 0
 			THEN r.fingerprint ELSE excluded.fingerprint END,
-		watched = r.watched AND r.expires_at > ` + rowNow + ` AND r.state = 1,
+		watched = r.watched AND r.expires_at > excluded.created_at AND r.state = 1,
 		state = 1,
 		lease = excluded.lease,
-		lease_expires_at = ` + rowNow + ` + excluded.lease,
-		expires_at = ` + rowNow + ` + (excluded.expires_at - excluded.created_at),
-		purge_at = ` + rowNow + ` + (excluded.purge_at - excluded.created_at),
-		updated_at = ` + rowNow + `,
+		lease_expires_at = excluded.lease_expires_at,
+		expires_at = excluded.expires_at,
+		purge_at = excluded.purge_at,
+		updated_at = excluded.updated_at,
 		completed_at = NULL,
 		result = NULL,
 		meta = NULL
-	WHERE r.expires_at <= ` + rowNow + ` OR r.state = 3
-		OR (r.state = 1 AND r.lease_expires_at <= ` + rowNow + ` AND $6::boolean
-			AND NOT ` + upMismatch + `)
+	WHERE r.updated_at <= excluded.created_at
+		AND (r.expires_at <= excluded.created_at OR r.state = 3
+			OR (r.state = 1 AND r.lease_expires_at <= excluded.created_at AND $6::boolean
+				AND NOT ` + upMismatch + `))
 	RETURNING r.*, r.updated_at AS now, 1 AS outcome
 )
 SELECT outcome, ` + recordCols + `, now FROM up

@@ -52,15 +52,35 @@ func (s *Store) DoTx(ctx context.Context, key once.Key, fingerprint []byte, fn T
 	if fn == nil {
 		return once.Execution{}, fmt.Errorf("%w: pgstore: nil TxFunc", once.ErrInvalidArgument)
 	}
+	req := once.ClaimRequest{Key: key, Fingerprint: fingerprint, Lease: txLease, Retention: s.cfg.Retention}
+	for i := 0; ; i++ {
+		ex, err := s.doTx(ctx, req, fn)
+		if !errors.Is(err, errRaced) {
+			return ex, err
+		}
+		if i == maxRetries {
+			return once.Execution{}, s.unavailable("claim", errors.New("too much contention on one key"))
+		}
+	}
+}
+
+// doTx runs one transaction of DoTx. It returns errRaced, before fn runs,
+// if the claim lost a race: the transaction is then rolled back and DoTx
+// starts a new one, whose now() is later than the row that won (the claim
+// statement compares the row's time with the transaction's start).
+func (s *Store) doTx(ctx context.Context, req once.ClaimRequest, fn TxFunc) (once.Execution, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return once.Execution{}, s.unavailable("begin", err)
 	}
 	// Rollback after Commit is a no-op; this also covers a panicking fn.
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	res, err := s.claimTx(ctx, tx, key, fingerprint)
-	if err != nil {
+	res, err := s.claimOnce(ctx, tx, req)
+	if errors.Is(err, errRaced) {
 		return once.Execution{}, err
+	}
+	if err != nil {
+		return once.Execution{}, s.txError("claim", err)
 	}
 	if res.Outcome != once.Acquired {
 		return s.notAcquired(ctx, tx, res)
@@ -69,32 +89,13 @@ func (s *Store) DoTx(ctx context.Context, key once.Key, fingerprint []byte, fn T
 	if err != nil {
 		return once.Execution{}, err
 	}
-	if err := s.completeTx(ctx, tx, key, res.Token, result); err != nil {
+	if err := s.completeTx(ctx, tx, req.Key, res.Token, result); err != nil {
 		return once.Execution{}, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return once.Execution{}, s.txError("commit", err)
 	}
 	return once.Execution{Result: result.Clone(), Token: res.Token, Attempts: res.Record.Attempts}, nil
-}
-
-// claimTx runs the claim statement in tx until it does not lose a race. A
-// statement that lost one changed nothing, and the next statement of a READ
-// COMMITTED transaction takes a fresh snapshot.
-func (s *Store) claimTx(ctx context.Context, tx pgx.Tx, key once.Key, fingerprint []byte) (once.ClaimResult, error) {
-	req := once.ClaimRequest{Key: key, Fingerprint: fingerprint, Lease: txLease, Retention: s.cfg.Retention}
-	for i := 0; ; i++ {
-		res, err := s.claimOnce(ctx, tx, req)
-		if !errors.Is(err, errRaced) {
-			if err != nil {
-				return res, s.txError("claim", err)
-			}
-			return res, nil
-		}
-		if i == maxRetries {
-			return res, s.unavailable("claim", errors.New("too much contention on one key"))
-		}
-	}
 }
 
 // notAcquired answers a DoTx whose claim found a record: a replay of the

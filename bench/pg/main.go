@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,20 +42,29 @@ func main() {
 	threads := flag.Int("j", 2, "pgbench -j")
 	dur := flag.Duration("T", 10*time.Second, "duration of each run (pgbench -T, whole seconds)")
 	rounds := flag.Int("rounds", 2, "alternating rounds of pgbench and library")
+	poolSize := flag.Int("pool", 0, "library pool size (pool_max_conns); 0: pgstore's default")
 	flag.Parse()
 	if *url == "" {
 		fmt.Fprintln(os.Stderr, "pg: -url is required (or set ONCE_TEST_POSTGRES_URL)")
 		os.Exit(2)
 	}
-	if err := run(context.Background(), *url, *clients, *threads, *dur, *rounds); err != nil {
+	libURL := *url
+	if *poolSize > 0 {
+		sep := "?"
+		if strings.Contains(libURL, "?") {
+			sep = "&"
+		}
+		libURL += sep + "pool_max_conns=" + strconv.Itoa(*poolSize)
+	}
+	if err := run(context.Background(), *url, libURL, *clients, *threads, *dur, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "pg:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, url string, clients, threads int, dur time.Duration, rounds int) error {
+func run(ctx context.Context, url, libURL string, clients, threads int, dur time.Duration, rounds int) error {
 	schema := fmt.Sprintf("once_bench_%d", time.Now().UnixNano())
-	s, err := pgstore.Open(ctx, url, pgstore.Config{Prefix: schema + ".once_"})
+	s, err := pgstore.Open(ctx, libURL, pgstore.Config{Prefix: schema + ".once_"})
 	if err != nil {
 		return err
 	}
@@ -78,7 +88,7 @@ func run(ctx context.Context, url string, clients, threads int, dur time.Duratio
 		if err != nil {
 			return err
 		}
-		pairs, err := library(ctx, url, schema, clients, dur)
+		pairs, err := library(ctx, libURL, schema, clients, dur)
 		if err != nil {
 			return err
 		}

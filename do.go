@@ -195,7 +195,11 @@ func (e *Executor) Close() error {
 // its cancellation: it is cancelled only when every caller waiting for the
 // execution has gone (their contexts are done), or when the lease is lost
 // (context.Cause wraps ErrFenced), or when the lease could not be renewed
-// before it passed. A caller whose ctx ends leaves at once with ctx.Err().
+// before it passed. A caller whose ctx ends while it waits for the execution
+// leaves at once with ctx.Err(); the first store call of a key (the Claim
+// that decides whether fn runs) is made on the caller's goroutine and is not
+// cut short, because a Claim abandoned half-way may still have acquired the
+// key. It is bounded by the store's own timeouts.
 //
 // The outcome of fn decides the key's state:
 //   - nil error: the result is stored (Complete) and returned.
@@ -374,8 +378,15 @@ func (e *Executor) lead(f *flight) {
 	}
 }
 
+// claim makes the flight's Claim. It does not depend on the callers: a Claim
+// cut short by a cancelled context may still have acquired the key in the
+// store (a commit already under way, a request already sent), and a token
+// that nobody holds would leave the key to be abandoned although fn never
+// ran. It is bounded by finishTimeout instead.
 func (e *Executor) claim(f *flight) (ClaimResult, error) {
-	return e.store.Claim(f.ctx, ClaimRequest{
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.ctx), finishTimeout)
+	defer cancel()
+	return e.store.Claim(ctx, ClaimRequest{
 		Key: f.key, Fingerprint: f.fp, Lease: e.cfg.Lease, Retention: e.cfg.Retention, Policy: e.cfg.Abandoned,
 	})
 }
@@ -426,6 +437,12 @@ func (e *Executor) waitOther(f *flight, cr ClaimResult, start time.Time) {
 			return
 		}
 		switch {
+		case cr.Outcome == Acquired && f.ctx.Err() != nil:
+			// Every caller left while the claim was under way: give the key
+			// back rather than run fn for nobody.
+			_ = e.release(f, cr.Token) // logged by release
+			f.finish(Execution{}, context.Cause(f.ctx))
+			return
 		case cr.Outcome == Acquired:
 			w.stop()
 			e.execute(f, cr, at)
@@ -742,9 +759,11 @@ func (f *flight) result(owner bool) (Execution, error) {
 		return Execution{}, fmt.Errorf("%w: %v", ErrPanicked, f.panicVal)
 	}
 	x := f.exec
+	// Every caller gets its own copy, the one that ran fn included: the
+	// others clone f.exec concurrently, so nobody may write to it.
+	x.Result = x.Result.Clone()
 	if !owner {
 		x.Shared = true
-		x.Result = x.Result.Clone()
 	}
 	return x, f.err
 }

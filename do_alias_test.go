@@ -16,7 +16,10 @@ func TestReviewOwnerResultAliasesWaiters(t *testing.T) {
 	e := once.New(memstore.New(memstore.Config{}), once.Config{})
 	k := once.Key{ID: "alias"}
 	joined := make(chan struct{})
-	fn := func(context.Context) (once.Result, error) { <-joined; return once.Result{Data: []byte("original")}, nil }
+	fn := func(context.Context) (once.Result, error) {
+		<-joined
+		return once.Result{Data: []byte("original")}, nil
+	}
 	var wg sync.WaitGroup
 	var waiterGot once.Execution
 	ownerDone := make(chan struct{})

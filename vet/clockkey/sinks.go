@@ -109,6 +109,16 @@ func (f *fn) callSinks(call *ast.CallExpr) []sink {
 			}
 		}
 	}
+	if name := calleeName(call); isKeyName(name) {
+		// SetIdempotencyKey(k), WithIdempotencyKey(k), IdempotencyKey(k):
+		// the function's own name says what its arguments are.
+		for _, arg := range call.Args {
+			if srcs := f.sources(arg); len(srcs) > 0 {
+				out = append(out, sink{arg, "argument of " + name, srcs})
+			}
+		}
+		return out
+	}
 	sig, _ := f.pass.TypesInfo.TypeOf(call.Fun).(*types.Signature)
 	if sig == nil || sig.Params().Len() == 0 {
 		return out
@@ -167,4 +177,14 @@ func (f *fn) usedOnward(obj types.Object) bool {
 	}
 	ast.Inspect(f.decl.Body, walk)
 	return used
+}
+
+func calleeName(call *ast.CallExpr) string {
+	switch fn := ast.Unparen(call.Fun).(type) {
+	case *ast.Ident:
+		return fn.Name
+	case *ast.SelectorExpr:
+		return fn.Sel.Name
+	}
+	return ""
 }

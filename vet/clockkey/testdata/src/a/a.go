@@ -33,6 +33,13 @@ type Stripe struct{}
 
 func (Stripe) Charge(p ChargeParams) error { return nil }
 
+func (p *ChargeParams) SetIdempotencyKey(val string) { p.IdempotencyKey = val }
+
+// stripe-go's setter: the method's name says what its argument is.
+func setter(p *ChargeParams) {
+	p.SetIdempotencyKey(strconv.FormatInt(time.Now().UnixNano(), 36)) // want `argument of SetIdempotencyKey is derived from time.Now`
+}
+
 func (Stripe) Create(amount int, idempotencyKey string) error { return nil }
 
 // Seed 002: the key includes Date.now().

@@ -83,7 +83,7 @@ func startServe(t *testing.T, env []string, args ...string) *gatewayProc {
 	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if r, err := http.Get(g.api + "/readyz"); err == nil {
+		if r, err := http.Get(g.api + "/healthz"); err == nil {
 			r.Body.Close()
 			if r.StatusCode == 200 {
 				return g
@@ -363,5 +363,27 @@ func TestE2EServeHelp(t *testing.T) {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("serve -h lacks %q", want)
 		}
+	}
+}
+
+// 11. A store that is down when the gateway starts: it runs, answers 503
+// (fail closed) and forwards nothing; /readyz says not ready.
+func TestE2EStoreDown(t *testing.T) {
+	up := newCountingUpstream(t, "")
+	g := startServe(t, nil, "--upstream", up.srv.URL, "--store", "redis://127.0.0.1:1/0")
+	r := mustPost(t, g.proxy+"/orders", "k", `{}`)
+	if r.status != 503 || problemType(r) != "store-unavailable" || r.header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("store down: %d %s", r.status, r.body)
+	}
+	res, err := http.Get(g.api + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 503 {
+		t.Fatalf("/readyz with the store down: %d", res.StatusCode)
+	}
+	if n := up.count("k").Load(); n != 0 {
+		t.Fatalf("upstream called %d times with the store down", n)
 	}
 }

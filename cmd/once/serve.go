@@ -73,9 +73,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := c.m.openStore(ctx, c.store)
+	store, err := c.openStore(ctx, log)
 	if err != nil {
-		return usageError(fmt.Sprintf("--store: %v", err))
+		return err
 	}
 	defer store.Close()
 	cfg.Store = store
@@ -92,6 +92,22 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	err = g.Serve(ctx, proxyLn, apiLn)
 	log.Info("once serve: stopped")
 	return err
+}
+
+// openStore opens --store. A store that is down (rather than misnamed) does
+// not stop the gateway: it starts and answers 503 until the store is back.
+func (c *serveCommand) openStore(ctx context.Context, log *slog.Logger) (once.Store, error) {
+	store, err := c.m.openStore(ctx, c.store)
+	switch {
+	case err == nil:
+		return store, nil
+	case !errors.Is(err, once.ErrUnavailable):
+		return nil, usageError(fmt.Sprintf("--store: %v", err))
+	}
+	log.Warn("once serve: store unreachable; answering 503 until it is back", "store", storeScheme(c.store), "error", err)
+	url := c.store
+	return &lazyStore{open: func(ctx context.Context) (once.Store, error) { return c.m.openStore(ctx, url) },
+		lastTry: time.Now(), lastErr: err}, nil
 }
 
 // serveAddrs are the addresses to listen on ("" for none).

@@ -3,14 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/oncehq/once"
+	"github.com/oncehq/once/memstore"
 )
 
 var fmtSscan = fmt.Sscan
@@ -125,5 +128,35 @@ func TestServeHelp(t *testing.T) {
 		if !strings.Contains(errOut.String(), "  -"+flag) || !strings.Contains(errOut.String(), envName(flag)) {
 			t.Errorf("help lacks -%s or %s", flag, envName(flag))
 		}
+	}
+}
+
+func TestLazyStoreOpensWhenBack(t *testing.T) {
+	var up atomic.Bool
+	l := &lazyStore{open: func(context.Context) (once.Store, error) {
+		if !up.Load() {
+			return nil, fmt.Errorf("%w: connection refused", once.ErrUnavailable)
+		}
+		return memstore.New(memstore.Config{}), nil
+	}}
+	ctx := context.Background()
+	req := once.ClaimRequest{Key: once.Key{ID: "k"}, Lease: time.Second, Retention: time.Hour}
+	if _, err := l.Claim(ctx, req); !errors.Is(err, once.ErrUnavailable) {
+		t.Fatalf("store down: %v", err)
+	}
+	if err := l.Ping(ctx); !errors.Is(err, once.ErrUnavailable) {
+		t.Fatalf("ping with the store down: %v", err)
+	}
+	up.Store(true)
+	time.Sleep(lazyRetry + 50*time.Millisecond)
+	if res, err := l.Claim(ctx, req); err != nil || res.Outcome != once.Acquired {
+		t.Fatalf("store back: %v %v", res.Outcome, err)
+	}
+	if err := l.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := l.Get(ctx, req.Key); !errors.Is(err, once.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
 	}
 }

@@ -96,6 +96,8 @@ type Store struct {
 	// spent in them, for tests and benchmarks.
 	commits, committed atomic.Uint64
 	commitTime         atomic.Int64
+	// durable tracks which commits are fsynced, for the read path.
+	durable durability
 	// testHook, set by a test before its first operation, runs before each
 	// operation of a batch; an error it returns fails the transaction.
 	testHook func(*op) error
@@ -174,6 +176,10 @@ func newStore(db *bbolt.DB, path string, cfg Config) *Store {
 	if s.now == nil {
 		s.now = once.SystemClock()
 	}
+	// What the file held at open is taken as durable: it was committed by
+	// an earlier process, and this one cannot sync it any better.
+	s.durable.init(0)
+	_ = db.View(func(tx *bbolt.Tx) error { s.durable.init(uint64(tx.ID())); return nil })
 	if s.limit <= 0 {
 		s.limit = DefaultSweepLimit
 	}
@@ -217,20 +223,23 @@ func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRes
 	return res, err
 }
 
-// peekClaim runs the claim against the last committed state without writing.
+// peekClaim runs the claim against the last durable state without writing.
+// The snapshot was the state at some instant between two clock readings; an
+// outcome is answered from it only if it is the same at both (outcomes move
+// one way with time: live, then abandoned, then expired), so it held at that
+// instant. Anything else, and every claim that may acquire, goes to the
+// writer, which decides inside its transaction.
 func (s *Store) peekClaim(req once.ClaimRequest) (res once.ClaimResult, acquire bool, err error) {
-	err = s.view(req.Key, func(r *once.Record, now time.Time) error {
-		if r == nil {
-			acquire = true
-			return nil
-		}
-		next, cr := fsm.Claim(r, req, now)
-		if acquire = next != nil; !acquire {
-			res = cr
-		}
-		return nil
-	})
-	return res, acquire, err
+	r, before, after, err := s.snapshot(req.Key)
+	if err != nil || r == nil {
+		return res, err == nil, err
+	}
+	next1, cr1 := fsm.Claim(r, req, before)
+	next2, cr2 := fsm.Claim(r, req, after)
+	if next1 != nil || next2 != nil || cr1.Outcome != cr2.Outcome {
+		return res, true, nil
+	}
+	return cr2, false, nil
 }
 
 // Complete implements once.Store.
@@ -281,20 +290,27 @@ func (s *Store) write(ctx context.Context, o *op) error {
 	return err
 }
 
-// Get implements once.Store. It never writes.
+// Get implements once.Store. It never writes. Like peekClaim, it answers
+// only when the record is live at both clock readings or at neither; a
+// record whose retention passed in between is read again.
 func (s *Store) Get(_ context.Context, key once.Key) (once.Record, error) {
 	if err := key.Validate(); err != nil {
 		return once.Record{}, err
 	}
-	var out once.Record
-	err := s.view(key, func(r *once.Record, now time.Time) error {
-		live, err := fsm.Get(r, now)
-		if err == nil {
-			out = *live
+	for {
+		r, before, after, err := s.snapshot(key)
+		if err != nil {
+			return once.Record{}, err
 		}
-		return err
-	})
-	return out, err
+		live, err := fsm.Get(r, after)
+		if _, errBefore := fsm.Get(r, before); (err == nil) != (errBefore == nil) {
+			continue // the retention deadline fell between the readings
+		}
+		if err != nil {
+			return once.Record{}, err
+		}
+		return *live, nil
+	}
 }
 
 // Advance implements once.Store. A version that would not apply is answered
@@ -346,32 +362,6 @@ func (s *Store) Close() error {
 		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
 	}
 	return nil
-}
-
-// view reads the record of key in a read-only transaction and calls fn with
-// it (nil when absent) and the current time. r is only valid inside fn.
-func (s *Store) view(key once.Key, fn func(r *once.Record, now time.Time) error) error {
-	if s.closed.Load() {
-		return once.ErrClosed
-	}
-	var kbuf [64]byte
-	k := appendKey(kbuf[:0], key.Scope, key.ID)
-	var fnErr error
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var r *once.Record
-		if v := tx.Bucket(bucketRecords).Get(k); v != nil {
-			var err error
-			if r, err = decodeRecord(v); err != nil {
-				return err
-			}
-		}
-		fnErr = fn(r, s.now())
-		return nil
-	})
-	if err != nil {
-		return s.keyErr(key, err)
-	}
-	return fnErr
 }
 
 // version reads the current version of key (0 when never set).

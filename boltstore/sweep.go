@@ -29,7 +29,7 @@ func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 		return 0, nil
 	}
 	var n int
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		var err error
 		n, err = sweep(tx, s.now(), limit)
 		return err

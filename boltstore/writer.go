@@ -161,7 +161,7 @@ func (b *batch) commit() {
 	b.s.commits.Add(1)
 	b.s.committed.Add(uint64(len(b.ops)))
 	start := time.Now()
-	err := b.s.db.Update(b.applyAll)
+	err := b.s.update(b.applyAll)
 	b.s.commitTime.Add(int64(time.Since(start)))
 	if err != nil {
 		err = b.s.storageErr(err)

@@ -1,6 +1,7 @@
 package oncehttp
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -164,10 +165,14 @@ func (p Problem) Name() string { return strings.TrimPrefix(p.Type, ProblemTypeBa
 // WriteProblem answers w with p as application/problem+json, with a
 // Retry-After header (whole seconds, at least 1) if p.RetryAfter is set.
 func WriteProblem(w http.ResponseWriter, p Problem) {
-	body, err := json.Marshal(p)
-	if err != nil { // cannot happen: Problem has only strings and ints
-		body = []byte(`{"type":"` + ProblemTypeBase + `internal-error","status":500}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // a detail reads "<uuid>", not "\u003cuuid\u003e"
+	if err := enc.Encode(p); err != nil { // cannot happen: Problem has only strings and ints
+		buf.Reset()
+		buf.WriteString(`{"type":"` + ProblemTypeBase + `internal-error","status":500}` + "\n")
 	}
+	body := buf.Bytes()
 	h := w.Header()
 	h.Set("Content-Type", ContentTypeProblem)
 	h.Set("Content-Length", strconv.Itoa(len(body)))

@@ -167,7 +167,7 @@ func (p Problem) Name() string { return strings.TrimPrefix(p.Type, ProblemTypeBa
 func WriteProblem(w http.ResponseWriter, p Problem) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // a detail reads "<uuid>", not "\u003cuuid\u003e"
+	enc.SetEscapeHTML(false)              // a detail reads "<uuid>", not "\u003cuuid\u003e"
 	if err := enc.Encode(p); err != nil { // cannot happen: Problem has only strings and ints
 		buf.Reset()
 		buf.WriteString(`{"type":"` + ProblemTypeBase + `internal-error","status":500}` + "\n")

@@ -212,7 +212,9 @@ type Record struct {
 	Token uint64
 	// Attempts counts the claims that acquired the key since it was last absent.
 	Attempts uint32
-	// Lease is the duration of the latest lease granted (by Claim or Extend).
+	// Lease is the duration of the latest lease granted (by Claim or Extend),
+	// or longer: a store lengthens it when needed so that the record's purge
+	// time (PurgeAt) never moves earlier. LeaseExpiresAt is the lease's end.
 	Lease time.Duration
 	// LeaseExpiresAt is when the current holder's lease passes.
 	LeaseExpiresAt time.Time

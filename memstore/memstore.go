@@ -85,10 +85,15 @@ func (s *Store) update(key once.Key, fn func(r *once.Record, now time.Time) (*on
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
-	next, err := fn(sh.records[key], now)
+	prev := sh.records[key]
+	next, err := fn(prev, now)
 	if next != nil {
 		sh.records[key] = next
-		heap.Push(&sh.purge, purgeItem{at: next.PurgeAt(), key: key})
+		// An entry is pushed only when the purge time moves; evict re-queues
+		// an entry whose record's purge time moved later since.
+		if prev == nil || !next.PurgeAt().Equal(prev.PurgeAt()) {
+			heap.Push(&sh.purge, purgeItem{at: next.PurgeAt(), key: key})
+		}
 		sh.evict(now, evictPerWrite)
 	}
 	return err
@@ -231,22 +236,28 @@ func (s *Store) Len() int {
 	return n
 }
 
-// Close implements once.Store. The records are dropped.
+// Close implements once.Store. Later calls return ErrClosed.
 func (s *Store) Close() error {
 	s.closed.Store(true)
 	return nil
 }
 
-// evict forgets at most limit purgeable records of the shard. Heap entries
-// whose record was rewritten since are stale and dropped without counting.
+// evict looks at no more than limit due heap entries of the shard and
+// forgets the records among them that are purgeable. It returns how many it
+// forgot. An entry whose record's purge time moved later is pushed again at
+// that time; one whose record is gone is dropped.
 func (sh *shard) evict(now time.Time, limit int) int {
 	n := 0
-	for n < limit && sh.purge.Len() > 0 && !now.Before(sh.purge[0].at) {
+	for seen := 0; seen < limit && sh.purge.Len() > 0 && !now.Before(sh.purge[0].at); seen++ {
 		it := heap.Pop(&sh.purge).(purgeItem)
 		r, ok := sh.records[it.key]
-		if ok && fsm.Purgeable(r, now) {
+		switch {
+		case !ok:
+		case fsm.Purgeable(r, now):
 			delete(sh.records, it.key)
 			n++
+		case r.PurgeAt().After(it.at):
+			heap.Push(&sh.purge, purgeItem{at: r.PurgeAt(), key: it.key})
 		}
 	}
 	return n

@@ -41,6 +41,7 @@ func Claim(r *once.Record, req once.ClaimRequest, now time.Time) (next *once.Rec
 		UpdatedAt:      now,
 	}
 	if r != nil {
+		keepPurge(n, r)
 		n.Token = r.Token + 1
 		if r.Live(now) {
 			// Released or abandoned: the same key lives on.
@@ -110,7 +111,19 @@ func Extend(r *once.Record, token uint64, lease time.Duration, now time.Time) (*
 		n.ExpiresAt = n.LeaseExpiresAt
 	}
 	n.UpdatedAt = now
+	keepPurge(&n, r)
 	return &n, nil
+}
+
+// keepPurge makes sure that n, which replaces r, is not purged before r would
+// have been: a tombstone's (or a longer earlier lease's) protection against
+// zombie holders must not shrink because a later claim asks for a shorter
+// lease. It lengthens n.Lease, which then is the purge slack rather than the
+// lease just granted (LeaseExpiresAt is unchanged).
+func keepPurge(n, r *once.Record) {
+	if d := r.PurgeAt().Sub(n.ExpiresAt); d > n.Lease {
+		n.Lease = d
+	}
 }
 
 // Delete makes r absent while keeping its tombstone: the record expires now

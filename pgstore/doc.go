@@ -24,14 +24,17 @@
 //
 // # Time
 //
-// Each statement reads clock_timestamp() once, in a materialized CTE that is
-// evaluated after the statement's snapshot was taken, so every row version the
-// snapshot shows was written at an earlier time. now() would not do: it is the
-// transaction's start, which may precede writes the snapshot shows. A
-// statement that waited for a row lock uses the later of its time and the
-// row's updated_at, so that a write committed while it waited never seems to
-// come after it. Times are stored with PostgreSQL's microsecond resolution;
-// leases are rounded up to whole microseconds.
+// Statements use the database's now(): the start of the statement's
+// transaction, one value for the whole statement. Every write stores its time
+// in the row's updated_at, and a statement judges a row at the later of now()
+// and updated_at, so that time never runs backwards on a row: a row version
+// may have been written after now() was read, by a transaction that committed
+// while this statement waited for the lock or before it took its snapshot. A
+// claim that would take over such a row runs again instead, with a later
+// now(). Times have PostgreSQL's microsecond resolution; leases are rounded up
+// to whole microseconds. A lease counts from when the server received the
+// claim, so a holder that counts from when it sent the claim is on the safe
+// side.
 //
 // # Claim
 //

@@ -134,17 +134,14 @@ func ParseURL(rawURL string) (*pgxpool.Config, error) {
 	return pc, nil
 }
 
-// redactURLError keeps a password out of a URL parse error.
+// redactURLError describes a URL parse error without its text, which may
+// quote the password.
 func redactURLError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
 	var pe *pgconn.ParseConfigError
 	if errors.As(err, &pe) {
-		return "cannot parse the connection string"
+		return "cannot parse the connection parameters"
 	}
-	return "cannot parse"
+	return "malformed URL"
 }
 
 // New returns a Store over pool, which the caller keeps owning: Close does

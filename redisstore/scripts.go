@@ -98,13 +98,16 @@ if exists then
   redis.call('DEL', k)
 end
 local e = now + math.max(ret, lease)
-local n = {1, now, false, '1', fmt(token), fmt(attempts), fmt(lease), fmt(now + lease), fmt(e), fmt(created), fmt(now), false, false, false}
+-- fsm.keepPurge: the purge time never moves earlier than the old record's.
+local slack = lease
+if exists and tonumber(h[7]) + tonumber(h[5]) - e > slack then slack = tonumber(h[7]) + tonumber(h[5]) - e end
+local n = {1, now, false, '1', fmt(token), fmt(attempts), fmt(slack), fmt(now + lease), fmt(e), fmt(created), fmt(now), false, false, false}
 redis.call('HSET', k, 's', '1', 't', n[5], 'a', n[6], 'l', n[7], 'le', n[8], 'e', n[9], 'c', n[10], 'u', n[11], 'k', ARGV[5])
 if #fp > 0 then
   redis.call('HSET', k, 'f', fp)
   n[3] = fp
 end
-redis.call('PEXPIREAT', k, purge_ms(e, lease))
+redis.call('PEXPIREAT', k, purge_ms(e, slack))
 return n
 `)
 
@@ -144,13 +147,15 @@ return 0
 var extendScript = newScript(false, prelude+`
 local k = KEYS[1]
 local now = now_us()
-local h = redis.call('HMGET', k, 's', 't', 'e')
+local h = redis.call('HMGET', k, 's', 't', 'e', 'l')
 if h[2] ~= ARGV[1] or now >= tonumber(h[3]) or h[1] ~= '1' then return 1 end
 local lease = tonumber(ARGV[2])
 local le = now + lease
 local e = math.max(tonumber(h[3]), le)
-redis.call('HSET', k, 'l', fmt(lease), 'le', fmt(le), 'e', fmt(e), 'u', fmt(now))
-redis.call('PEXPIREAT', k, purge_ms(e, lease))
+local slack = lease
+if tonumber(h[3]) + tonumber(h[4]) - e > slack then slack = tonumber(h[3]) + tonumber(h[4]) - e end
+redis.call('HSET', k, 'l', fmt(slack), 'le', fmt(le), 'e', fmt(e), 'u', fmt(now))
+redis.call('PEXPIREAT', k, purge_ms(e, slack))
 return 0
 `)
 

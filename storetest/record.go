@@ -100,6 +100,30 @@ func testDeleteKeepsTombstone(f *fixture) {
 	f.acquire(req, t, 1)
 }
 
+// testShortClaimKeepsTombstone: a claim with a short lease and retention
+// over a deleted record whose holder had a long lease must not shorten the
+// tombstone: until that holder's lease would have passed, no token it could
+// hold is handed out again.
+func testShortClaimKeepsTombstone(f *fixture) {
+	u := f.h.unit
+	long := f.req("short-after-delete", "fp")
+	long.Lease = 20 * u
+	t1 := f.acquire(long, 0, 1)
+	f.wantNil(f.s.Delete(f.ctx, long.Key), "Delete while in progress")
+	short := long
+	short.Lease, short.Retention = u, u
+	t2 := f.acquire(short, t1, 1)
+	if c := f.clock(); c != nil {
+		c.Advance(3 * u)
+	} else {
+		f.pass(2 * u)
+	}
+	if sw, ok := f.s.(once.Sweeper); ok {
+		f.sweepAll(sw)
+	}
+	f.acquire(short, t2, 1)
+}
+
 // testRetentionExpiry: past its retention a record behaves as absent, but its
 // tombstone keeps the token counter until retention + lease.
 func testRetentionExpiry(f *fixture) {

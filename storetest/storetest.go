@@ -182,6 +182,7 @@ var cases = []testCase{
 	{name: "Delete", run: testDelete},
 	{name: "DeleteInProgress", run: testDeleteInProgress},
 	{name: "DeleteKeepsTombstone", timed: true, run: testDeleteKeepsTombstone},
+	{name: "ShortClaimKeepsTombstone", timed: true, run: testShortClaimKeepsTombstone},
 	{name: "RetentionExpiry", timed: true, run: testRetentionExpiry},
 	{name: "ScopesIndependent", run: testScopesIndependent},
 	{name: "InvalidKey", run: testInvalidKey},

@@ -59,7 +59,7 @@ type gatewayProc struct {
 	cmd    *exec.Cmd
 	proxy  string
 	api    string
-	stderr *lockedBuffer
+	stderr *serveLogBuffer
 	exited chan error
 }
 
@@ -67,8 +67,8 @@ type gatewayProc struct {
 // until it is ready.
 func startServe(t *testing.T, env []string, args ...string) *gatewayProc {
 	t.Helper()
-	proxy, api := freeAddr(t), freeAddr(t)
-	g := &gatewayProc{t: t, proxy: "http://" + proxy, api: "http://" + api, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
+	proxy, api := serveFreeAddr(t), serveFreeAddr(t)
+	g := &gatewayProc{t: t, proxy: "http://" + proxy, api: "http://" + api, stderr: &serveLogBuffer{}, exited: make(chan error, 1)}
 	g.cmd = exec.Command(onceBinary(t), append([]string{"serve", "--listen", proxy, "--api-listen", api}, args...)...)
 	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stderr = g.stderr
@@ -101,7 +101,7 @@ func startServe(t *testing.T, env []string, args ...string) *gatewayProc {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func serveFreeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -111,19 +111,19 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
+// serveLogBuffer collects a process's stderr.
+type serveLogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *serveLogBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *serveLogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -156,7 +156,7 @@ func e2ePost(url, key, body string, headers ...string) (e2eReply, error) {
 	return e2eReply{status: res.StatusCode, header: res.Header, body: string(b)}, err
 }
 
-func mustPost(t *testing.T, url, key, body string, headers ...string) e2eReply {
+func e2eMustPost(t *testing.T, url, key, body string, headers ...string) e2eReply {
 	t.Helper()
 	r, err := e2ePost(url, key, body, headers...)
 	if err != nil {
@@ -165,7 +165,7 @@ func mustPost(t *testing.T, url, key, body string, headers ...string) e2eReply {
 	return r
 }
 
-func problemType(r e2eReply) string {
+func e2eProblemType(r e2eReply) string {
 	var p struct{ Type string }
 	json.Unmarshal([]byte(r.body), &p)
 	return strings.TrimPrefix(p.Type, "https://oncehq.dev/problems/")
@@ -216,15 +216,15 @@ func TestE2EServe(t *testing.T) {
 	up := newCountingUpstream(t, "")
 	store := "file:" + filepath.Join(t.TempDir(), "once.db")
 	g := startServe(t, []string{"ONCE_UPSTREAM=" + up.srv.URL, "ONCE_STORE=" + store})
-	first := mustPost(t, g.proxy+"/orders", "k1", `{"a":1,"b":2}`)
-	again := mustPost(t, g.proxy+"/orders", `"k1"`, `{"b":2, "a":1}`)
+	first := e2eMustPost(t, g.proxy+"/orders", "k1", `{"a":1,"b":2}`)
+	again := e2eMustPost(t, g.proxy+"/orders", `"k1"`, `{"b":2, "a":1}`)
 	if first.status != 201 || again.status != 201 || again.body != first.body || again.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("first %d %q, retry %d %q %v", first.status, first.body, again.status, again.body, again.header)
 	}
-	if r := mustPost(t, g.proxy+"/orders", "", `{}`); r.status != 400 || problemType(r) != "missing-idempotency-key" {
+	if r := e2eMustPost(t, g.proxy+"/orders", "", `{}`); r.status != 400 || e2eProblemType(r) != "missing-idempotency-key" {
 		t.Fatalf("keyless: %d %s", r.status, r.body)
 	}
-	if r := mustPost(t, g.proxy+"/orders", "k1", `{"a":2}`); r.status != 422 || !strings.Contains(r.body, `"differs":"body"`) {
+	if r := e2eMustPost(t, g.proxy+"/orders", "k1", `{"a":2}`); r.status != 422 || !strings.Contains(r.body, `"differs":"body"`) {
 		t.Fatalf("mismatch: %d %s", r.status, r.body)
 	}
 	if n := up.count("k1").Load(); n != 1 {
@@ -251,7 +251,7 @@ func TestE2EKill9MidRequest(t *testing.T) {
 	store := "file:" + filepath.Join(t.TempDir(), "once.db")
 	args := []string{"--upstream", up.srv.URL, "--store", store, "--lease", "1s", "--wait", "0"}
 	g := startServe(t, nil, args...)
-	done := mustPost(t, g.proxy+"/orders", "done", `{"n":1}`)
+	done := e2eMustPost(t, g.proxy+"/orders", "done", `{"n":1}`)
 	if done.status != 201 {
 		t.Fatalf("done: %d %s", done.status, done.body)
 	}
@@ -268,18 +268,18 @@ func TestE2EKill9MidRequest(t *testing.T) {
 	g.exited <- nil
 
 	g2 := startServe(t, nil, args...)
-	r := mustPost(t, g2.proxy+"/orders", "done", `{"n":1}`)
+	r := e2eMustPost(t, g2.proxy+"/orders", "done", `{"n":1}`)
 	if r.status != 201 || r.body != done.body || r.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("completed key after restart: %d %q %v", r.status, r.body, r.header)
 	}
 	// Before the dead holder's lease passes: in progress; after: abandoned.
-	r = mustPost(t, g2.proxy+"/orders", "inflight", `{"n":2}`)
+	r = e2eMustPost(t, g2.proxy+"/orders", "inflight", `{"n":2}`)
 	if r.status != 409 {
 		t.Fatalf("in-flight key after restart: %d %s", r.status, r.body)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	r = mustPost(t, g2.proxy+"/orders", "inflight", `{"n":2}`)
-	if r.status != 409 || problemType(r) != "outcome-unknown" {
+	r = e2eMustPost(t, g2.proxy+"/orders", "inflight", `{"n":2}`)
+	if r.status != 409 || e2eProblemType(r) != "outcome-unknown" {
 		t.Fatalf("abandoned key: %d %s, want 409 outcome-unknown", r.status, r.body)
 	}
 	if n := up.count("inflight").Load(); n != 1 {
@@ -305,7 +305,7 @@ func TestE2EKill9AbandonedRetry(t *testing.T) {
 	close(up.free)
 	g2 := startServe(t, nil, args...)
 	time.Sleep(600 * time.Millisecond)
-	if r := mustPost(t, g2.proxy+"/orders", "k", `{}`); r.status != 201 || !strings.Contains(r.body, `"call":2`) {
+	if r := e2eMustPost(t, g2.proxy+"/orders", "k", `{}`); r.status != 201 || !strings.Contains(r.body, `"call":2`) {
 		t.Fatalf("takeover: %d %s", r.status, r.body)
 	}
 }
@@ -345,7 +345,7 @@ func TestE2ESigterm(t *testing.T) {
 		t.Fatal("once serve did not exit after SIGTERM")
 	}
 	g2 := startServe(t, nil, args...)
-	if r := mustPost(t, g2.proxy+"/orders", "slow", `{}`); r.status != 201 || r.header.Get("Idempotent-Replayed") != "true" {
+	if r := e2eMustPost(t, g2.proxy+"/orders", "slow", `{}`); r.status != 201 || r.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("after restart: %d %v", r.status, r.header)
 	}
 	if n := up.count("slow").Load(); n != 1 {
@@ -371,8 +371,8 @@ func TestE2EServeHelp(t *testing.T) {
 func TestE2EStoreDown(t *testing.T) {
 	up := newCountingUpstream(t, "")
 	g := startServe(t, nil, "--upstream", up.srv.URL, "--store", "redis://127.0.0.1:1/0")
-	r := mustPost(t, g.proxy+"/orders", "k", `{}`)
-	if r.status != 503 || problemType(r) != "store-unavailable" || r.header.Get("Content-Type") != "application/problem+json" {
+	r := e2eMustPost(t, g.proxy+"/orders", "k", `{}`)
+	if r.status != 503 || e2eProblemType(r) != "store-unavailable" || r.header.Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("store down: %d %s", r.status, r.body)
 	}
 	res, err := http.Get(g.api + "/readyz")

@@ -18,13 +18,13 @@ import (
 
 var fmtSscan = fmt.Sscan
 
-func newTestMain(env map[string]string) (*Main, *bytes.Buffer) {
+func newServeTestMain(env map[string]string) (*Main, *bytes.Buffer) {
 	var errOut bytes.Buffer
 	return &Main{Stdout: &bytes.Buffer{}, Stderr: &errOut, Getenv: func(k string) string { return env[k] }}, &errOut
 }
 
 func TestServeFlagsDefaults(t *testing.T) {
-	m, _ := newTestMain(nil)
+	m, _ := newServeTestMain(nil)
 	c := &serveCommand{m: m}
 	cfg, addrs, _, err := c.parse([]string{"--upstream", "http://127.0.0.1:3000"})
 	if err != nil {
@@ -45,7 +45,7 @@ func TestServeFlagsDefaults(t *testing.T) {
 }
 
 func TestServeFlagsAndEnv(t *testing.T) {
-	m, _ := newTestMain(map[string]string{
+	m, _ := newServeTestMain(map[string]string{
 		"ONCE_UPSTREAM": "http://up:1", "ONCE_WAIT": "0", "ONCE_REQUIRE_KEY": "false",
 		"ONCE_MAX_REQUEST_BODY": "512KiB", "ONCE_METHODS": "post,put", "ONCE_TTL": "1h",
 	})
@@ -71,7 +71,7 @@ routes:
   - path: /webhooks/github
     key: header:X-GitHub-Delivery
 `), 0o600)
-	m, _ := newTestMain(map[string]string{"ONCE_TTL": "4h"})
+	m, _ := newServeTestMain(map[string]string{"ONCE_TTL": "4h"})
 	c := &serveCommand{m: m}
 	cfg, _, _, err := c.parse([]string{"--config", path, "--lease", "7s"})
 	if err != nil {
@@ -107,7 +107,7 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"--upstream", "http://x", "extra"}, "extra"},
 		{[]string{"--api-listen", ""}, "nothing to serve"},
 	} {
-		m, errOut := newTestMain(nil)
+		m, errOut := newServeTestMain(nil)
 		err := m.Run(context.Background(), append([]string{"serve"}, c.args...))
 		code := m.exitCode(err)
 		if code != 2 || !strings.Contains(errOut.String(), c.want) {
@@ -117,7 +117,7 @@ func TestServeUsageErrors(t *testing.T) {
 }
 
 func TestServeHelp(t *testing.T) {
-	m, _ := newTestMain(nil)
+	m, _ := newServeTestMain(nil)
 	errOut := m.Stdout.(*bytes.Buffer) // help asked for goes to stdout
 	err := m.Run(context.Background(), []string{"serve", "-h"})
 	if code := m.exitCode(err); code != 0 {

@@ -15,6 +15,14 @@ import "fmt"
 // (A Delete committed while a claim waited must not look as if it came after
 // the claim.)
 
+// span converts the difference of two timestamps into an interval of
+// seconds only. A plain difference carries whole days, and adding a day to a
+// timestamptz follows the session's time zone across daylight-saving
+// changes; every interval this package stores is a fixed length.
+func span(diff string) string {
+	return "make_interval(secs => extract(epoch FROM " + diff + "))"
+}
+
 // rowNow is N for the row r.
 const rowNow = `greatest(now(), r.updated_at)`
 
@@ -42,7 +50,7 @@ const recordCols = `fingerprint, state, token, attempts, lease, lease_expires_at
 // computed for the insert; a row written later, by a transaction that
 // committed while this one waited, sends the claim round again, with a
 // now() that is later than that write.
-const claimSQL = `WITH cur AS (
+var claimSQL = `WITH cur AS (
 	SELECT r.*, ` + rowNow + ` AS now, CASE
 		WHEN r.expires_at <= ` + rowNow + ` OR r.state = 3 THEN 0
 		WHEN ` + curMismatch + ` THEN 5
@@ -70,10 +78,10 @@ up AS (
 			THEN r.fingerprint ELSE excluded.fingerprint END,
 		watched = r.watched AND r.expires_at > excluded.created_at AND r.state = 1,
 		state = 1,
-		lease = excluded.lease,
+		lease = greatest(excluded.lease, ` + span("r.purge_at - excluded.expires_at") + `),
 		lease_expires_at = excluded.lease_expires_at,
 		expires_at = excluded.expires_at,
-		purge_at = excluded.purge_at,
+		purge_at = greatest(excluded.purge_at, r.purge_at),
 		updated_at = excluded.updated_at,
 		completed_at = NULL,
 		result = NULL,
@@ -126,14 +134,17 @@ WHERE r.scope = $1::bytea AND r.key = $2::text AND r.token = $3::bigint AND r.ex
 	AND r.state IN (1, 3)
 RETURNING ` + fmt.Sprintf(notify, "$4", "$5")
 
-// extendSQL renews a lease. $1 scope, $2 key, $3 token, $4 lease (µs).
-const extendSQL = `UPDATE {{records}} r SET
-	lease = $4::bigint * interval '1 microsecond',
-	lease_expires_at = ` + rowNow + ` + $4::bigint * interval '1 microsecond',
-	expires_at = greatest(r.expires_at, ` + rowNow + ` + $4::bigint * interval '1 microsecond'),
-	purge_at = greatest(r.expires_at, ` + rowNow + ` + $4::bigint * interval '1 microsecond')
-		+ $4::bigint * interval '1 microsecond',
+// extendSQL renews a lease. $1 scope, $2 key, $3 token, $4 lease (µs). Like
+// a takeover, it never moves the purge time earlier: the lease is lengthened
+// instead (fsm.keepPurge).
+var extendSQL = `WITH d AS (SELECT $4::bigint * interval '1 microsecond' AS lease)
+UPDATE {{records}} r SET
+	lease = greatest(d.lease, ` + span("r.purge_at - greatest(r.expires_at, "+rowNow+" + d.lease)") + `),
+	lease_expires_at = ` + rowNow + ` + d.lease,
+	expires_at = greatest(r.expires_at, ` + rowNow + ` + d.lease),
+	purge_at = greatest(greatest(r.expires_at, ` + rowNow + ` + d.lease) + d.lease, r.purge_at),
 	updated_at = ` + rowNow + `
+FROM d
 WHERE r.scope = $1::bytea AND r.key = $2::text AND r.token = $3::bigint AND r.expires_at > ` + rowNow + `
 	AND r.state = 1
 RETURNING 1`
@@ -143,8 +154,8 @@ RETURNING 1`
 // $4 payload.
 var deleteSQL = `UPDATE {{records}} r SET
 	expires_at = ` + rowNow + `,
-	lease = r.lease + greatest(r.lease_expires_at - ` + rowNow + `, interval '0'),
-	purge_at = ` + rowNow + ` + r.lease + greatest(r.lease_expires_at - ` + rowNow + `, interval '0'),
+	lease = r.lease + greatest(` + span("r.lease_expires_at - "+rowNow) + `, interval '0'),
+	purge_at = ` + rowNow + ` + r.lease + greatest(` + span("r.lease_expires_at - "+rowNow) + `, interval '0'),
 	updated_at = ` + rowNow + `
 WHERE r.scope = $1::bytea AND r.key = $2::text AND r.expires_at > ` + rowNow + `
 RETURNING ` + fmt.Sprintf(notify, "$3", "$4")

@@ -242,12 +242,14 @@ func contended(err error) bool {
 // bound is only reached under a storm of takeovers of one key.
 const maxRetries = 20
 
-// retry runs fn until it neither loses a race (again) nor fails with a
-// contention error, at most maxRetries+1 times.
+// retry runs fn until it neither loses a race (again) nor fails with an
+// error that says the statement did nothing, at most maxRetries+1 times.
 func (s *Store) retry(ctx context.Context, op string, fn func() (again bool, err error)) error {
 	for i := 0; ; i++ {
 		again, err := fn()
-		if err != nil && contended(err) {
+		if err != nil && ctx.Err() == nil && (contended(err) || pgconn.SafeToRetry(err)) {
+			// Nothing was done: the statement lost a race, or never
+			// reached the server (a pooled connection that had died).
 			again, err = true, nil
 		}
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/pgstore"
 )
@@ -301,5 +303,74 @@ func TestAdvanceFullRange(t *testing.T) {
 		if err != nil || applied != tc.applied || cur != tc.cur {
 			t.Fatalf("Advance(%d) = %v, %d, %v; want %v, %d", tc.v, applied, cur, err, tc.applied, tc.cur)
 		}
+	}
+}
+
+// TestPurgeNeverEarlier: a short claim over a tombstone, or a short Extend,
+// lengthens Lease rather than moving the purge time earlier.
+func TestPurgeNeverEarlier(t *testing.T) {
+	db := newTestDB(t, 4)
+	s := db.store(t)
+	ctx := t.Context()
+	k := key(t, "k")
+	mustClaim(t, s, claimReq(k, "", time.Hour, time.Hour), once.Acquired)
+	if err := s.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	r := mustClaim(t, s, claimReq(k, "", time.Second, time.Second), once.Acquired)
+	rec := r.Record
+	if got := rec.LeaseExpiresAt.Sub(rec.UpdatedAt); got != time.Second {
+		t.Errorf("LeaseExpiresAt - UpdatedAt = %v, want the 1s just granted", got)
+	}
+	if rec.PurgeAt().Before(rec.UpdatedAt.Add(time.Hour)) {
+		t.Errorf("purge time %v moved before the tombstone's (at least an hour after %v)", rec.PurgeAt(), rec.UpdatedAt)
+	}
+	before := rec.PurgeAt()
+	if err := s.Extend(ctx, k, r.Token, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Get(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.PurgeAt().Before(before) || rec.LeaseExpiresAt.Sub(rec.UpdatedAt) != 100*time.Millisecond {
+		t.Errorf("after Extend(100ms): purge %v (was %v), lease end - update %v", rec.PurgeAt(), before, rec.LeaseExpiresAt.Sub(rec.UpdatedAt))
+	}
+}
+
+// TestIntervalsFixedLength: with a session time zone that has daylight
+// saving, leases and purge times spanning months keep their exact length
+// (a day added to a timestamptz there may be 23 or 25 hours).
+func TestIntervalsFixedLength(t *testing.T) {
+	db := newTestDB(t, 4)
+	pool, err := pgxpool.New(t.Context(), db.url+sep(db.url)+"timezone=America/New_York&pool_max_conns=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s, err := pgstore.New(pool, db.cfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	const months = 200 * 24 * time.Hour
+	k := key(t, "k")
+	r := mustClaim(t, s, claimReq(k, "", months, months), once.Acquired)
+	if got := r.Record.ExpiresAt.Sub(r.Record.CreatedAt); got != months {
+		t.Fatalf("retention %v, want %v", got, months)
+	}
+	if err := s.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	var exact bool
+	err = pool.QueryRow(ctx, "SELECT extract(epoch FROM purge_at) - extract(epoch FROM expires_at) = extract(epoch FROM lease) FROM "+
+		db.schema+".once_records WHERE key = $1", k.ID).Scan(&exact)
+	if err != nil || !exact {
+		t.Fatalf("after Delete, purge_at - expires_at = lease: %v, %v; want true", exact, err)
+	}
+	r2 := mustClaim(t, s, claimReq(k, "", time.Second, time.Second), once.Acquired)
+	if d := r2.Record.PurgeAt().Sub(r2.Record.UpdatedAt); d < 2*months-time.Minute {
+		t.Fatalf("claim over the tombstone: purge %v after the claim, want about %v", d, 2*months)
 	}
 }

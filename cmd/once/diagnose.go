@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -35,17 +34,18 @@ func (c *diagnoseCommand) Run(ctx context.Context, args []string) error {
 	format := fs.String("format", "text", "output: text or json")
 	window := fs.Duration("window", diagnose.DefaultWindow, "how close together two flows must be to race (and how far lines may be out of order)")
 	entity := fs.String("entity", "", "comma-separated fields that identify what was touched (default: user, *_id, product, order, email, …)")
-	if err := c.m.parse(fs, flagsFirst(fs, args)); err != nil {
+	files, err := c.m.parseAnywhere(fs, args)
+	if err != nil {
 		return err
 	}
 	cfg, err := diagnoseConfig(*format, *window, *entity)
 	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(files) == 0 {
 		return usageError("diagnose: no log file given (use - for standard input); usage: once " + strings.SplitN(diagnoseUsage, "\n", 2)[0])
 	}
-	inputs, closeAll, err := c.open(fs.Args())
+	inputs, closeAll, err := c.open(files)
 	defer closeAll()
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
@@ -127,43 +127,4 @@ func (c *diagnoseCommand) write(rep *diagnose.Report, format string) error {
 		return fmt.Errorf("diagnose: writing the report: %w", err)
 	}
 	return nil
-}
-
-// flagsFirst moves flags found after positional arguments to the front, so
-// "once diagnose app.log --format json" works although package flag stops
-// at the first non-flag. A flag that takes a value keeps the argument after
-// it; "--" ends the flags; a lone "-" is a positional argument (stdin).
-func flagsFirst(fs *flag.FlagSet, args []string) []string {
-	var flags, rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			rest = append(rest, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			rest = append(rest, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") || takesNoValue(fs.Lookup(name)) {
-			continue
-		}
-		if i+1 < len(args) {
-			i++
-			flags = append(flags, args[i])
-		}
-	}
-	return append(append(flags, "--"), rest...)
-}
-
-// takesNoValue reports whether f is a boolean flag; an unknown flag counts as
-// one, so parsing reports it instead of swallowing the next argument.
-func takesNoValue(f *flag.Flag) bool {
-	if f == nil {
-		return true
-	}
-	b, ok := f.Value.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
 }

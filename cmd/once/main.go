@@ -147,7 +147,7 @@ func (m *Main) newFlagSet(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: once %s\n\nFlags (each may also be set as ONCE_<FLAG>, e.g. ONCE_%s):\n", usage, envName("store"))
+		fmt.Fprintf(fs.Output(), "Usage: once %s\n\nFlags (each may also be set as ONCE_<FLAG>, e.g. %s):\n", usage, envName("store"))
 		fs.PrintDefaults()
 	}
 	return fs

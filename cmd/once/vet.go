@@ -50,13 +50,13 @@ type vetReport struct {
 func (c *vetCommand) Run(ctx context.Context, args []string) error {
 	fs := c.m.newFlagSet("vet", vetUsage)
 	format := fs.String("format", "text", "output: text or json")
-	if err := c.m.parse(fs, flagsFirst(fs, args)); err != nil {
+	patterns, err := c.m.parseAnywhere(fs, args)
+	if err != nil {
 		return err
 	}
 	if *format != "text" && *format != "json" {
 		return usageError(fmt.Sprintf("vet: --format %q: want text or json", *format))
 	}
-	patterns := fs.Args()
 	if len(patterns) == 0 {
 		patterns = []string{"./..."}
 	}

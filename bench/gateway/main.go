@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/oncehq/once/gateway"
@@ -170,6 +171,7 @@ func serveGateway(gw *gateway.Gateway) (*url.URL, func()) {
 type round struct {
 	n       int
 	elapsed time.Duration
+	cpu     time.Duration // this process's CPU time (clients, proxy, upstream)
 	lat     []time.Duration
 	errs    int
 }
@@ -199,6 +201,29 @@ func (r *result) latencies() []time.Duration {
 	return all
 }
 
+// cpuPerRequest is the process's CPU time per request over all rounds: a
+// figure that other load on the machine moves far less than throughput.
+func (r *result) cpuPerRequest() time.Duration {
+	var cpu time.Duration
+	n := 0
+	for _, x := range r.rounds {
+		cpu += x.cpu
+		n += x.n
+	}
+	if n == 0 {
+		return 0
+	}
+	return cpu / time.Duration(n)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func (r *result) errors() int {
 	n := 0
 	for _, x := range r.rounds {
@@ -216,7 +241,7 @@ func load(target *url.URL, clients int, d time.Duration) round {
 	var all round
 	var wg sync.WaitGroup
 	stop := time.Now().Add(d)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for range clients {
 		wg.Add(1)
 		go func() {
@@ -238,7 +263,7 @@ func load(target *url.URL, clients int, d time.Duration) round {
 		}()
 	}
 	wg.Wait()
-	all.elapsed = time.Since(start)
+	all.elapsed, all.cpu = time.Since(start), cpuTime()-cpu0
 	all.n = len(all.lat)
 	return all
 }
@@ -285,16 +310,19 @@ func median(s []float64) float64 {
 func report(bare, o *result) {
 	bt, ot := bare.throughputs(), o.throughputs()
 	bl, ol := bare.latencies(), o.latencies()
-	fmt.Printf("| contender | median req/s | rounds (req/s) | p50 | p99 | errors |\n|---|---|---|---|---|---|\n")
+	fmt.Printf("| contender | median req/s | rounds (req/s) | p50 | p99 | CPU/request | errors |\n|---|---|---|---|---|---|---|\n")
 	for _, x := range []struct {
 		r  *result
 		t  []float64
 		lt []time.Duration
 	}{{bare, bt, bl}, {o, ot, ol}} {
-		fmt.Printf("| %s | %.0f | %s | %v | %v | %d |\n", x.r.name, median(x.t), fmtRates(x.t), round3(pct(x.lt, .5)), round3(pct(x.lt, .99)), x.r.errors())
+		fmt.Printf("| %s | %.0f | %s | %v | %v | %v | %d |\n", x.r.name, median(x.t), fmtRates(x.t), round3(pct(x.lt, .5)), round3(pct(x.lt, .99)),
+			x.r.cpuPerRequest().Round(time.Microsecond), x.r.errors())
 	}
 	fmt.Printf("\nthroughput ratio once/bare: %.2f (goal ≥ 0.80)\n", median(ot)/median(bt))
-	fmt.Printf("added latency: p50 %v, p99 %v\n\n", round3(pct(ol, .5)-pct(bl, .5)), round3(pct(ol, .99)-pct(bl, .99)))
+	fmt.Printf("added latency: p50 %v, p99 %v\n", round3(pct(ol, .5)-pct(bl, .5)), round3(pct(ol, .99)-pct(bl, .99)))
+	fmt.Printf("CPU per request (clients + proxy + upstream, one process): once/bare %.2f, once adds %v\n\n",
+		float64(o.cpuPerRequest())/float64(bare.cpuPerRequest()), (o.cpuPerRequest() - bare.cpuPerRequest()).Round(time.Microsecond))
 }
 
 func fmtRates(s []float64) string {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/oncehq/once"
@@ -18,7 +19,7 @@ import (
 // querier is what the statements run on: the pool, or DoTx's transaction.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
 // row holds the columns of recordCols as scanned.
@@ -121,8 +122,10 @@ func decodeMeta(b []byte) (map[string]string, error) {
 	return m, nil
 }
 
-// Claim implements once.Store. Claim runs one INSERT … ON CONFLICT DO UPDATE
-// statement, again if a concurrent claim of the key won a race with it.
+// Claim implements once.Store with one INSERT … ON CONFLICT DO UPDATE
+// statement, run again if a concurrent claim of the key won a race with it.
+// Returns an error wrapping once.ErrInvalidKey or once.ErrInvalidArgument
+// for a bad request, once.ErrUnavailable if the database could not decide.
 func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
 	if err := req.Validate(); err != nil {
 		return once.ClaimResult{}, err
@@ -183,16 +186,8 @@ func (s *Store) claimOnce(ctx context.Context, q querier, req once.ClaimRequest)
 // exec runs a statement that returns a row per record changed and reports
 // whether one was.
 func (s *Store) exec(ctx context.Context, q querier, sql string, args ...any) (bool, error) {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return false, err
-	}
-	n := 0
-	for rows.Next() {
-		n++
-	}
-	rows.Close()
-	return n > 0, rows.Err()
+	tag, err := q.Exec(ctx, sql, args...)
+	return tag.RowsAffected() > 0, err
 }
 
 // change runs a statement that changes the record of key and returns
@@ -217,7 +212,10 @@ func (s *Store) change(ctx context.Context, op string, key once.Key, notFound er
 	return nil
 }
 
-// Complete implements once.Store.
+// Complete implements once.Store with one conditional UPDATE. Returns
+// once.ErrFenced if token does not hold the key, an error wrapping
+// once.ErrInvalidArgument if result.Meta is not valid UTF-8 without NUL
+// (jsonb cannot hold it), once.ErrUnavailable if the database failed.
 func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result once.Result) error {
 	if err := s.check(key); err != nil {
 		return err
@@ -239,14 +237,17 @@ func (s *Store) completeArgs(key once.Key, token uint64, result once.Result) ([]
 	return []any{scopeBytes(key.Scope), key.ID, int64(token), result.Data, meta, s.n.channel, notifyID(key)}, nil
 }
 
-// Release implements once.Store.
+// Release implements once.Store with one conditional UPDATE. Returns
+// once.ErrFenced if token does not hold the key.
 func (s *Store) Release(ctx context.Context, key once.Key, token uint64) error {
 	return s.change(ctx, "release", key, once.ErrFenced, s.q.release,
 		scopeBytes(key.Scope), key.ID, int64(token), s.n.channel, notifyID(key))
 }
 
-// Extend implements once.Store. Returns an error wrapping
-// once.ErrInvalidArgument if lease is not positive.
+// Extend implements once.Store with one conditional UPDATE. Returns
+// once.ErrFenced if token does not hold the key or the record is not in
+// progress, an error wrapping once.ErrInvalidArgument if lease is not
+// positive.
 func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease time.Duration) error {
 	if lease <= 0 {
 		return fmt.Errorf("%w: lease must be positive, got %v", once.ErrInvalidArgument, lease)
@@ -255,13 +256,16 @@ func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease ti
 		scopeBytes(key.Scope), key.ID, int64(token), micros(lease))
 }
 
-// Delete implements once.Store.
+// Delete implements once.Store with one conditional UPDATE: the record
+// expires now and its row stays as a tombstone until it is purgeable.
+// Returns once.ErrNotFound if there is no live record.
 func (s *Store) Delete(ctx context.Context, key once.Key) error {
 	return s.change(ctx, "delete", key, once.ErrNotFound, s.q.del,
 		scopeBytes(key.Scope), key.ID, s.n.channel, notifyID(key))
 }
 
-// Get implements once.Store.
+// Get implements once.Store. Returns once.ErrNotFound if there is no live
+// record.
 func (s *Store) Get(ctx context.Context, key once.Key) (once.Record, error) {
 	if err := s.check(key); err != nil {
 		return once.Record{}, err
@@ -274,7 +278,11 @@ func (s *Store) Get(ctx context.Context, key once.Key) (once.Record, error) {
 	if err != nil {
 		return once.Record{}, s.unavailable("get", err)
 	}
-	return r.record(key)
+	rec, err := r.record(key)
+	if err != nil {
+		return once.Record{}, s.unavailable("get", err)
+	}
+	return rec, nil
 }
 
 // List implements once.Lister. It reads the scope's records in one query and
@@ -298,7 +306,7 @@ func (s *Store) List(ctx context.Context, scope string, fn func(once.Record) boo
 		}
 		rec, err := r.record(once.Key{Scope: scope, ID: id})
 		if err != nil {
-			return err
+			return s.unavailable("list", err)
 		}
 		if !fn(rec) {
 			return nil
@@ -310,7 +318,9 @@ func (s *Store) List(ctx context.Context, scope string, fn func(once.Record) boo
 	return nil
 }
 
-// Advance implements once.Store.
+// Advance implements once.Store with one INSERT … ON CONFLICT DO UPDATE …
+// WHERE statement. Versions are stored as numeric(20), so the whole uint64
+// range works.
 func (s *Store) Advance(ctx context.Context, scope, entity string, version uint64) (bool, uint64, error) {
 	if err := s.check(once.Key{Scope: scope, ID: entity}); err != nil {
 		return false, 0, err

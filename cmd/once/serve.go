@@ -26,7 +26,8 @@ const serveUsage = `serve --listen ADDR --upstream URL [--api-listen ADDR] [--st
 Proxies every request on --listen to --upstream. Requests whose method needs a
 key (--methods) take effect once per Idempotency-Key and scope: retries and
 concurrent duplicates get the first response replayed (Idempotent-Replayed:
-true). --api-listen serves /metrics, /healthz and /readyz. See docs/gateway.md.`
+true). --api-listen serves /metrics, /healthz, /readyz and the key API (/v1/,
+see keyapi/openapi.json). See docs/gateway.md.`
 
 // serveCommand is "once serve".
 type serveCommand struct {
@@ -40,6 +41,8 @@ type serveCommand struct {
 	scopeHeader, logLevel                      string
 	requireKey                                 bool
 	maxRequestBody, maxResponseBody            sizeValue
+	apiTokens                                  tokensValue
+	apiTokensFile                              string
 }
 
 func (c *serveCommand) flags() *flag.FlagSet {
@@ -63,6 +66,9 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.DurationVar(&c.upstreamTimeout, "upstream-timeout", gateway.DefaultUpstreamTimeout, "bound on one upstream call (past it: 504, outcome unknown)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.apiTokens = tokensValue{}
+	fs.Var(c.apiTokens, "api-token", "key API bearer token and the scope of its keys, `TOKEN=SCOPE` (repeatable; SCOPE * may name any scope); without any, the key API answers loopback clients only")
+	fs.StringVar(&c.apiTokensFile, "api-tokens-file", "", "file of key API tokens, one \"TOKEN SCOPE\" per line")
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " [" + envName(f.Name) + "]" })
 	return fs
 }
@@ -84,6 +90,7 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer g.Close()
+	c.mountKeyAPI(g, store, log)
 	proxyLn, apiLn, err := listen(addrs)
 	if err != nil {
 		return err
@@ -125,6 +132,11 @@ func (c *serveCommand) parse(args []string) (gateway.Config, serveAddrs, *slog.L
 	}
 	if fs.NArg() > 0 {
 		return gateway.Config{}, serveAddrs{}, nil, usageError(fmt.Sprintf("serve: unexpected argument %q (flags only)", fs.Arg(0)))
+	}
+	if c.apiTokensFile != "" {
+		if err := c.apiTokens.loadFile(c.apiTokensFile); err != nil {
+			return gateway.Config{}, serveAddrs{}, nil, usageError(err.Error())
+		}
 	}
 	var rules []gateway.Rule
 	if c.config != "" {

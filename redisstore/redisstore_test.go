@@ -218,8 +218,10 @@ func TestRetentionAndTombstone(t *testing.T) {
 	if second.Token != 2 || second.Record.Attempts != 1 || !second.Record.CreatedAt.After(first.Record.CreatedAt) || second.Record.Result.Data != nil {
 		t.Fatalf("over a tombstone: %+v", second)
 	}
-	// Past retention + lease the key is purged: the counter starts again.
-	time.Sleep(150 * time.Millisecond)
+	// Past the first record's retention + lease (the purge time never moves
+	// earlier, whatever the second claim asked) the key is purged: the
+	// counter starts again.
+	time.Sleep(time.Until(first.Record.PurgeAt()) + 150*time.Millisecond)
 	if n := s.exists(t, k); n != 0 {
 		t.Fatalf("key still exists after PurgeAt")
 	}
@@ -332,8 +334,11 @@ func TestHugeDurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, _ := s.Get(ctx, k)
-	if r.Lease != time.Microsecond {
-		t.Fatalf("1ns lease rounds up to %v", r.Lease)
+	if d := r.LeaseExpiresAt.Sub(r.UpdatedAt); d != time.Microsecond {
+		t.Fatalf("1ns lease rounds up to %v", d)
+	}
+	if r.Lease < res.Record.Lease {
+		t.Fatalf("Extend moved the purge time earlier: lease slack %v, was %v", r.Lease, res.Record.Lease)
 	}
 }
 

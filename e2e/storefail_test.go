@@ -1,0 +1,305 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oncehq/once"
+	"github.com/oncehq/once/internal/testenv"
+)
+
+// Flags of the gateways whose store goes away: a short wait, so that a retry
+// of a key left in progress answers 409 quickly.
+var failureFlags = []string{"--lease", "2s", "--wait", "1s", "--ttl", "10m"}
+
+// TestRedisGoesAway kills the Redis server under three gateways mid-load and
+// restarts it on the same port. While it is gone, requests get 503
+// store-unavailable and nothing is forwarded; every key the upstream saw was
+// claimed in the store; the gateways recover by themselves. The server is
+// the test's own, with appendfsync always, so that what it acknowledged
+// survives the kill (the shared server on 6379 is never touched).
+func TestRedisGoesAway(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	up := newUpstream(t, 5*time.Millisecond)
+	gws := startGateways(t, 3, srv.url(), up.url, failureFlags...)
+	l := startLoad(gws, newKeys("redis-down"), 6)
+	defer l.finish()
+	l.waitFor(t, "executions before the kill", func(s loadStats) bool { return s.executed >= 30 })
+	srv.kill()
+	down := time.Now()
+	waitUntil(t, 20*time.Second, "every gateway's /readyz answers 503", allReady(gws, 503))
+	l.waitFor(t, "503s while Redis is gone", func(s loadStats) bool { return s.unavailable >= 30 })
+	srv.start()
+	waitUntil(t, 30*time.Second, "every gateway's /readyz answers 200 again", allReady(gws, 200))
+	t.Logf("Redis was gone for %v", time.Since(down).Round(time.Millisecond))
+	before := l.stats()
+	l.waitFor(t, "executions after the restart", func(s loadStats) bool { return s.executed >= before.executed+30 })
+	results := l.finish()
+	checkLoad(t, results, up, l.keys, openStore(t, srv.url()))
+	retryAll(t, results, gws, up)
+	checkExecutes(t, gws, up)
+}
+
+// TestPostgresBackendsTerminated terminates the gateways' own PostgreSQL
+// backends (found by an application_name of this run) again and again
+// mid-load. Requests get 503 store-unavailable or succeed, never executing a
+// key twice; every key the upstream saw was claimed; the gateways recover.
+func TestPostgresBackendsTerminated(t *testing.T) {
+	t.Parallel()
+	base := testenv.PostgresURL(t)
+	app := "once-e2e-" + runID + "-" + randHex(3)
+	storeURL := withQuery(t, base, "application_name", app)
+	up := newUpstream(t, 5*time.Millisecond)
+	gws := startGateways(t, 3, storeURL, up.url, failureFlags...)
+	l := startLoad(gws, newKeys("pg-terminate"), 6)
+	defer l.finish()
+	l.waitFor(t, "executions before terminating", func(s loadStats) bool { return s.executed >= 30 })
+	n := terminateFor(t, base, app, 1500*time.Millisecond)
+	waitUntil(t, 30*time.Second, "every gateway's /readyz answers 200 again", allReady(gws, 200))
+	before := l.stats()
+	l.waitFor(t, "executions after terminating", func(s loadStats) bool { return s.executed >= before.executed+30 })
+	results := l.finish()
+	s := l.stats()
+	t.Logf("terminated %d backends; %d requests: %d executed, %d answered 503", n, len(results), s.executed, s.unavailable)
+	checkLoad(t, results, up, l.keys, openStore(t, base))
+	retryAll(t, results, gws, up)
+	checkExecutes(t, gws, up)
+}
+
+// terminateFor terminates, every 20ms for d, the backends whose
+// application_name is app, and returns how many it terminated.
+func terminateFor(t *testing.T, dsn, app string, d time.Duration) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d+20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v", err)
+	}
+	defer conn.Close(context.Background())
+	total := 0
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+			FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n)
+		if err != nil {
+			t.Fatalf("terminate the gateways' backends: %v", err)
+		}
+		total += n
+	}
+	if total == 0 {
+		t.Fatalf("no backend had application_name %s: the gateways did not use it", app)
+	}
+	return total
+}
+
+// load sends requests, each with a fresh key, round-robin across the
+// gateways from a few workers, until finish.
+type load struct {
+	keys keyset
+	gws  []*gateway
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+	next atomic.Int64
+
+	executed, unavailable, other atomic.Int64
+
+	mu      sync.Mutex
+	results []loadResult
+}
+
+// loadResult is one request of the load.
+type loadResult struct {
+	key  string
+	body string
+	gw   *gateway
+	r    reply
+	err  error
+}
+
+type loadStats struct{ executed, unavailable, other int64 }
+
+func startLoad(gws []*gateway, keys keyset, workers int) *load {
+	l := &load{keys: keys, gws: gws, stop: make(chan struct{})}
+	for range workers {
+		l.wg.Go(l.work)
+	}
+	return l
+}
+
+func (l *load) work() {
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		i := int(l.next.Add(1))
+		key, body, g := l.keys.id(i), orderBody(i), l.gws[i%len(l.gws)]
+		r, err := post(g.proxy, key, body)
+		l.count(r, err)
+		l.mu.Lock()
+		l.results = append(l.results, loadResult{key, body, g, r, err})
+		l.mu.Unlock()
+		time.Sleep(10 * time.Millisecond) // bounds the number of requests, and the logs
+	}
+}
+
+func (l *load) count(r reply, err error) {
+	switch {
+	case err == nil && r.status == 201:
+		l.executed.Add(1)
+	case err == nil && r.status == 503:
+		l.unavailable.Add(1)
+	default:
+		l.other.Add(1)
+	}
+}
+
+func (l *load) stats() loadStats {
+	return loadStats{l.executed.Load(), l.unavailable.Load(), l.other.Load()}
+}
+
+// waitFor waits until cond holds of the load's counts, for up to 30 seconds.
+func (l *load) waitFor(t *testing.T, what string, cond func(loadStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond(l.stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (load so far: %s)", what, statsString(l))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func statsString(l *load) string {
+	s := l.stats()
+	return fmt.Sprintf("%d executed, %d 503, %d other", s.executed, s.unavailable, s.other)
+}
+
+// finish stops the workers and returns every request's result. Safe to
+// repeat.
+func (l *load) finish() []loadResult {
+	l.once.Do(func() { close(l.stop) })
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.results
+}
+
+// checkLoad checks the load's answers against the upstream and the store:
+// an execution (201) called the upstream once; a 503 is store-unavailable
+// problem+json and forwarded nothing; every key the upstream saw has a
+// record in the store (it was claimed first).
+func checkLoad(t *testing.T, results []loadResult, up *upstream, keys keyset, st once.Store) {
+	t.Helper()
+	for _, res := range results {
+		calls := up.count(res.key)
+		switch r := res.r; {
+		case res.err != nil:
+			t.Errorf("key %s via %s: %v", res.key, res.gw.name, res.err)
+		case r.status == 201 && !r.replayed():
+			if calls != 1 {
+				t.Errorf("key %s via %s: executed, and the upstream was called %d times", res.key, res.gw.name, calls)
+			}
+		case r.status == 503 && r.problem() == "store-unavailable":
+			if calls != 0 {
+				t.Errorf("key %s via %s: 503, yet forwarded %d times", res.key, res.gw.name, calls)
+			}
+			if r.header.Get("Retry-After") == "" {
+				t.Errorf("key %s via %s: 503 without Retry-After", res.key, res.gw.name)
+			}
+		default:
+			t.Errorf("key %s via %s: %v, want 201 or 503 store-unavailable", res.key, res.gw.name, r)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for key, n := range up.seen(string(keys)) {
+		if n != 1 {
+			t.Errorf("key %s: the upstream was called %d times", key, n)
+		}
+		rec, err := st.Get(ctx, once.Key{ID: key})
+		switch {
+		case errors.Is(err, once.ErrNotFound):
+			t.Errorf("key %s reached the upstream but was never claimed: the store has no record", key)
+		case err != nil:
+			t.Errorf("key %s: store Get: %v", key, err)
+		case rec.State != once.StateInProgress && rec.State != once.StateCompleted:
+			t.Errorf("key %s reached the upstream; its record is %v", key, rec.State)
+		}
+	}
+}
+
+// retryAll retries every request of the load through another gateway, after
+// the store came back: an executed key replays (or, if its result could not
+// be stored, answers 409 without executing again); a key answered 503
+// executes now, or answers 409 if its claim was stored although its answer
+// was lost. No key reaches the upstream twice.
+func retryAll(t *testing.T, results []loadResult, gws []*gateway, up *upstream) {
+	t.Helper()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var conflicts atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for i := range work {
+				if retryOne(t, results[i], gws, up) {
+					conflicts.Add(1)
+				}
+			}
+		})
+	}
+	for i := range results {
+		if results[i].err == nil {
+			work <- i
+		}
+	}
+	close(work)
+	wg.Wait()
+	t.Logf("retried %d requests after the store came back; %d answered 409 (claimed, outcome not stored)", len(results), conflicts.Load())
+}
+
+// retryOne retries one request and reports whether it answered 409.
+func retryOne(t *testing.T, res loadResult, gws []*gateway, up *upstream) (conflict bool) {
+	g := gws[0]
+	if res.gw == g {
+		g = gws[1]
+	}
+	r, err := post(g.proxy, res.key, res.body)
+	if err != nil {
+		t.Errorf("retry of %s via %s: %v", res.key, g.name, err)
+		return false
+	}
+	if r.status == 409 && (r.problem() == "request-in-progress" || r.problem() == "outcome-unknown") {
+		conflict = true
+	} else if res.r.status == 201 && (r.status != 201 || !r.replayed() || r.body != res.r.body) {
+		t.Errorf("retry of %s (executed via %s) via %s: %v, want the replay of %v", res.key, res.gw.name, g.name, r, res.r)
+	} else if res.r.status == 503 && (r.status != 201 || r.replayed()) {
+		t.Errorf("retry of %s (503 via %s) via %s: %v, want 201 or 409", res.key, res.gw.name, g.name, r)
+	}
+	if n := up.count(res.key); n > 1 || (n == 0 && !conflict) {
+		t.Errorf("retry of %s via %s: %v; the upstream was called %d times", res.key, g.name, r, n)
+	}
+	return conflict
+}
+
+// checkExecutes checks that a new key executes through every gateway.
+func checkExecutes(t *testing.T, gws []*gateway, up *upstream) {
+	t.Helper()
+	keys := newKeys("after")
+	for i, g := range gws {
+		if r := mustPost(t, g, keys.id(i), orderBody(i)); r.status != 201 || r.replayed() || up.count(keys.id(i)) != 1 {
+			t.Errorf("new key via %s after recovery: %v, upstream calls %d; want 201 executed once", g.name, r, up.count(keys.id(i)))
+		}
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -113,25 +114,48 @@ func childEnv() []string {
 	return env
 }
 
-// freeAddr returns a loopback address that was free a moment ago. The child
-// cannot listen on :0 and tell us, so we probe and let launch retry on a
-// collision.
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return ""
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// handedOut holds the ports freeAddr returned, so that two gateways started
+// at once by this process never get the same one.
+var handedOut struct {
+	sync.Mutex
+	ports map[string]bool
 }
 
-// waitReady waits until /readyz answers 200, the process exits, or
-// readyTimeout passes.
+// freeAddr returns a loopback address that was free a moment ago. The child
+// cannot listen on :0 and tell us, so we probe and let launch retry on a
+// collision with another process.
+func freeAddr() string {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[string]bool{}
+	}
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return ""
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handedOut.ports[addr] {
+			handedOut.ports[addr] = true
+			return addr
+		}
+	}
+	return ""
+}
+
+// waitReady waits until the gateway logged that it listens on its own
+// addresses and /readyz answers 200, until the process exits, or until
+// readyTimeout passes. The log line matters: after a port collision,
+// /readyz may be answered by whichever process holds the port.
 func (g *gateway) waitReady() error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		if status, _ := g.readyz(); status == http.StatusOK {
-			return nil
+		if g.listening() {
+			if status, _ := g.readyz(); status == http.StatusOK {
+				return nil
+			}
 		}
 		select {
 		case <-g.exited:
@@ -143,6 +167,20 @@ func (g *gateway) waitReady() error {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// listening reports whether the gateway logged that it listens on its proxy
+// and API addresses (both listeners are open by then).
+func (g *gateway) listening() bool {
+	sc := bufio.NewScanner(strings.NewReader(g.stderr.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line struct{ Msg, Proxy, API string }
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "once serve: listening" {
+			return "http://"+line.Proxy == g.proxy && "http://"+line.API == g.api
+		}
+	}
+	return false
 }
 
 // probeClient asks /readyz; its timeout exceeds the gateway's own store

@@ -249,12 +249,15 @@ func retryAll(t *testing.T, results []loadResult, gws []*gateway, up *upstream) 
 	t.Helper()
 	work := make(chan int)
 	var wg sync.WaitGroup
-	var conflicts atomic.Int64
+	var mu sync.Mutex
+	conflicts := map[int]int{} // by the first answer's status
 	for range 8 {
 		wg.Go(func() {
 			for i := range work {
 				if retryOne(t, results[i], gws, up) {
-					conflicts.Add(1)
+					mu.Lock()
+					conflicts[results[i].r.status]++
+					mu.Unlock()
 				}
 			}
 		})
@@ -266,7 +269,8 @@ func retryAll(t *testing.T, results []loadResult, gws []*gateway, up *upstream) 
 	}
 	close(work)
 	wg.Wait()
-	t.Logf("retried %d requests after the store came back; %d answered 409 (claimed, outcome not stored)", len(results), conflicts.Load())
+	t.Logf("retried %d requests after the store came back; answered 409 (claimed, outcome not stored): %d first answered 201, %d first answered 503",
+		len(results), conflicts[201], conflicts[503])
 }
 
 // retryOne retries one request and reports whether it answered 409.
@@ -282,6 +286,9 @@ func retryOne(t *testing.T, res loadResult, gws []*gateway, up *upstream) (confl
 	}
 	if r.status == 409 && (r.problem() == "request-in-progress" || r.problem() == "outcome-unknown") {
 		conflict = true
+		if res.r.status == 201 {
+			t.Logf("key %s executed via %s but its result was not stored: the retry via %s answered 409 %s", res.key, res.gw.name, g.name, r.problem())
+		}
 	} else if res.r.status == 201 && (r.status != 201 || !r.replayed() || r.body != res.r.body) {
 		t.Errorf("retry of %s (executed via %s) via %s: %v, want the replay of %v", res.key, res.gw.name, g.name, r, res.r)
 	} else if res.r.status == 503 && (r.status != 201 || r.replayed()) {

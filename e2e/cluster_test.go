@@ -126,10 +126,6 @@ func testWakeup(t *testing.T, gws []*gateway, up *upstream, bound time.Duration)
 	const hold = 800 * time.Millisecond
 	key := newKeys("wake").id(0)
 	arrived := up.slow(key, hold)
-	type answer struct {
-		r   reply
-		err error
-	}
 	first := make(chan answer, 1)
 	go func() {
 		r, err := post(gws[0].proxy, key, orderBody(0))

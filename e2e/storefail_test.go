@@ -16,8 +16,9 @@ import (
 )
 
 // Flags of the gateways whose store goes away: a short wait, so that a retry
-// of a key left in progress answers 409 quickly.
-var failureFlags = []string{"--lease", "2s", "--wait", "1s", "--ttl", "10m"}
+// of a key left in progress answers 409 quickly, and a lease that outlasts
+// the outage, so that an execution under way keeps its key.
+var failureFlags = []string{"--lease", "5s", "--wait", "1s", "--ttl", "10m"}
 
 // TestRedisGoesAway kills the Redis server under three gateways mid-load and
 // restarts it on the same port. While it is gone, requests get 503
@@ -33,16 +34,22 @@ func TestRedisGoesAway(t *testing.T) {
 	l := startLoad(gws, newKeys("redis-down"), 6)
 	defer l.finish()
 	l.waitFor(t, "executions before the kill", func(s loadStats) bool { return s.executed >= 30 })
+	st := startStraddler(t, gws, up, l.keys)
 	srv.kill()
 	down := time.Now()
 	waitUntil(t, 20*time.Second, "every gateway's /readyz answers 503", allReady(gws, 503))
+	notReady := time.Since(down)
 	l.waitFor(t, "503s while Redis is gone", func(s loadStats) bool { return s.unavailable >= 30 })
+	time.Sleep(time.Until(down.Add(2 * straddleTime))) // the straddler's Complete meets the outage
 	srv.start()
+	outage, back := time.Since(down), time.Now()
 	waitUntil(t, 30*time.Second, "every gateway's /readyz answers 200 again", allReady(gws, 200))
-	t.Logf("Redis was gone for %v", time.Since(down).Round(time.Millisecond))
+	t.Logf("Redis was gone for %v (every /readyz 503 after %v); every /readyz 200 again %v after the restart",
+		outage.Round(time.Millisecond), notReady.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 	before := l.stats()
 	l.waitFor(t, "executions after the restart", func(s loadStats) bool { return s.executed >= before.executed+30 })
 	results := l.finish()
+	st.check(t, gws, up, outage)
 	checkLoad(t, results, up, l.keys, openStore(t, srv.url()))
 	retryAll(t, results, gws, up)
 	checkExecutes(t, gws, up)
@@ -62,16 +69,81 @@ func TestPostgresBackendsTerminated(t *testing.T) {
 	l := startLoad(gws, newKeys("pg-terminate"), 6)
 	defer l.finish()
 	l.waitFor(t, "executions before terminating", func(s loadStats) bool { return s.executed >= 30 })
+	st := startStraddler(t, gws, up, l.keys)
 	n := terminateFor(t, base, app, 1500*time.Millisecond)
 	waitUntil(t, 30*time.Second, "every gateway's /readyz answers 200 again", allReady(gws, 200))
 	before := l.stats()
 	l.waitFor(t, "executions after terminating", func(s loadStats) bool { return s.executed >= before.executed+30 })
 	results := l.finish()
+	st.check(t, gws, up, 0)
 	s := l.stats()
 	t.Logf("terminated %d backends; %d requests: %d executed, %d answered 503", n, len(results), s.executed, s.unavailable)
 	checkLoad(t, results, up, l.keys, openStore(t, base))
 	retryAll(t, results, gws, up)
 	checkExecutes(t, gws, up)
+}
+
+// straddler is a request whose upstream call spans the start of the store's
+// outage: its Complete meets the outage and must be retried until the store
+// is back.
+type straddler struct {
+	key  string
+	done chan answer
+}
+
+// answer is a reply or the error that took its place.
+type answer struct {
+	r   reply
+	err error
+}
+
+// straddleTime is how long the straddler's upstream call lasts after the
+// outage starts: the outages last longer.
+const straddleTime = 400 * time.Millisecond
+
+// startStraddler sends the straddler through the first gateway and returns
+// once the upstream has it.
+func startStraddler(t *testing.T, gws []*gateway, up *upstream, keys keyset) *straddler {
+	t.Helper()
+	s := &straddler{key: keys.id(0), done: make(chan answer, 1)}
+	arrived := up.slow(s.key, straddleTime)
+	go func() {
+		r, err := post(gws[0].proxy, s.key, orderBody(0))
+		s.done <- answer{r, err}
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the straddling request never reached the upstream")
+	}
+	return s
+}
+
+// check checks that the straddler executed once and, once the store is back,
+// replays through another gateway. Executor.Do retries the Complete for 10s:
+// only an outage longer than that may leave the result unstored.
+func (s *straddler) check(t *testing.T, gws []*gateway, up *upstream, outage time.Duration) {
+	t.Helper()
+	var a answer
+	select {
+	case a = <-s.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the straddling request was never answered")
+	}
+	if a.err != nil || a.r.status != 201 || a.r.replayed() {
+		t.Fatalf("the request executing when the store went away: %v %v, want 201", a.r, a.err)
+	}
+	r := mustPost(t, gws[1], s.key, orderBody(0))
+	switch {
+	case r.status == 201 && r.replayed() && r.body == a.r.body:
+	case r.status == 409 && outage > 9*time.Second:
+		t.Logf("the outage (%v) outlasted the Complete's retries: %v", outage, r)
+	default:
+		t.Errorf("retry of the request executing when the store went away: %v, want the replay of %v", r, a.r)
+	}
+	if n := up.count(s.key); n != 1 {
+		t.Errorf("the request executing when the store went away reached the upstream %d times", n)
+	}
 }
 
 // terminateFor terminates, every 20ms for d, the backends whose

@@ -31,7 +31,7 @@ func TestRedisGoesAway(t *testing.T) {
 	srv := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	up := newUpstream(t, 5*time.Millisecond)
 	gws := startGateways(t, 3, srv.url(), up.url, failureFlags...)
-	l := startLoad(gws, newKeys("redis-down"), 6)
+	l := startLoad(gws, newKeys("redis-down"))
 	defer l.finish()
 	l.waitFor(t, "executions before the kill", func(s loadStats) bool { return s.executed >= 30 })
 	st := startStraddler(t, gws, up, l.keys)
@@ -66,7 +66,7 @@ func TestPostgresBackendsTerminated(t *testing.T) {
 	storeURL := withQuery(t, base, "application_name", app)
 	up := newUpstream(t, 5*time.Millisecond)
 	gws := startGateways(t, 3, storeURL, up.url, failureFlags...)
-	l := startLoad(gws, newKeys("pg-terminate"), 6)
+	l := startLoad(gws, newKeys("pg-terminate"))
 	defer l.finish()
 	l.waitFor(t, "executions before terminating", func(s loadStats) bool { return s.executed >= 30 })
 	st := startStraddler(t, gws, up, l.keys)
@@ -174,7 +174,10 @@ func terminateFor(t *testing.T, dsn, app string, d time.Duration) int {
 }
 
 // load sends requests, each with a fresh key, round-robin across the
-// gateways from a few workers, until finish.
+// gateways, until finish. It is open-loop: a request starts every
+// loadInterval whatever the others do (up to loadInFlight at once), so that
+// requests held up in the gateway (a Complete retried while the store is
+// gone) do not stop new ones from arriving.
 type load struct {
 	keys keyset
 	gws  []*gateway
@@ -189,6 +192,13 @@ type load struct {
 	results []loadResult
 }
 
+// The load's pace: at most 125 requests a second, which bounds the requests
+// to check and the gateways' logs.
+const (
+	loadInterval = 8 * time.Millisecond
+	loadInFlight = 32
+)
+
 // loadResult is one request of the load.
 type loadResult struct {
 	key  string
@@ -196,34 +206,49 @@ type loadResult struct {
 	gw   *gateway
 	r    reply
 	err  error
+	took time.Duration
 }
 
 type loadStats struct{ executed, unavailable, other int64 }
 
-func startLoad(gws []*gateway, keys keyset, workers int) *load {
+func startLoad(gws []*gateway, keys keyset) *load {
 	l := &load{keys: keys, gws: gws, stop: make(chan struct{})}
-	for range workers {
-		l.wg.Go(l.work)
-	}
+	l.wg.Go(l.run)
 	return l
 }
 
-func (l *load) work() {
+func (l *load) run() {
+	slots := make(chan struct{}, loadInFlight)
+	tick := time.NewTicker(loadInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-l.stop:
 			return
-		default:
+		case <-tick.C:
+		}
+		select {
+		case slots <- struct{}{}:
+		default: // as many in flight as allowed: skip this tick
+			continue
 		}
 		i := int(l.next.Add(1))
-		key, body, g := l.keys.id(i), orderBody(i), l.gws[i%len(l.gws)]
-		r, err := post(g.proxy, key, body)
-		l.count(r, err)
-		l.mu.Lock()
-		l.results = append(l.results, loadResult{key, body, g, r, err})
-		l.mu.Unlock()
-		time.Sleep(10 * time.Millisecond) // bounds the number of requests, and the logs
+		l.wg.Go(func() {
+			defer func() { <-slots }()
+			l.send(i)
+		})
 	}
+}
+
+// send sends the load's request number i.
+func (l *load) send(i int) {
+	key, body, g := l.keys.id(i), orderBody(i), l.gws[i%len(l.gws)]
+	start := time.Now()
+	r, err := post(g.proxy, key, body)
+	l.count(r, err)
+	l.mu.Lock()
+	l.results = append(l.results, loadResult{key, body, g, r, err, time.Since(start)})
+	l.mu.Unlock()
 }
 
 func (l *load) count(r reply, err error) {
@@ -258,8 +283,8 @@ func statsString(l *load) string {
 	return fmt.Sprintf("%d executed, %d 503, %d other", s.executed, s.unavailable, s.other)
 }
 
-// finish stops the workers and returns every request's result. Safe to
-// repeat.
+// finish stops the load, waits for the requests in flight and returns
+// every request's result. Safe to repeat.
 func (l *load) finish() []loadResult {
 	l.once.Do(func() { close(l.stop) })
 	l.wg.Wait()
@@ -294,6 +319,7 @@ func checkLoad(t *testing.T, results []loadResult, up *upstream, keys keyset, st
 			t.Errorf("key %s via %s: %v, want 201 or 503 store-unavailable", res.key, res.gw.name, r)
 		}
 	}
+	logLatencies(t, results)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for key, n := range up.seen(string(keys)) {
@@ -310,6 +336,17 @@ func checkLoad(t *testing.T, results []loadResult, up *upstream, keys keyset, st
 			t.Errorf("key %s reached the upstream; its record is %v", key, rec.State)
 		}
 	}
+}
+
+// logLatencies logs the slowest answer of each status: a store that went
+// away should be answered 503 at once, not after a hang.
+func logLatencies(t *testing.T, results []loadResult) {
+	t.Helper()
+	slowest := map[int]time.Duration{}
+	for _, res := range results {
+		slowest[res.r.status] = max(slowest[res.r.status], res.took)
+	}
+	t.Logf("slowest answers: 201 in %v, 503 in %v", slowest[201].Round(time.Millisecond), slowest[503].Round(time.Millisecond))
 }
 
 // retryAll retries every request of the load through another gateway, after

@@ -246,11 +246,14 @@ func (e *Executor) Do(ctx context.Context, key Key, fingerprint []byte, fn Func)
 		default:
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { e.detach(f) })
+	// A caller that leaves returns only once it is detached, so that a
+	// caller coming after it never joins an execution nobody wants any more.
+	detached := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { defer close(detached); e.detach(f) })
 	if owner {
-		return f.awaitOwn(ctx, stop)
+		return f.awaitOwn(ctx, stop, detached)
 	}
-	return f.awaitShared(ctx, stop)
+	return f.awaitShared(ctx, stop, detached)
 }
 
 // flight is one execution of a key in this process and the callers waiting
@@ -689,12 +692,13 @@ func (f *flight) finish(x Execution, err error) {
 
 // awaitOwn waits for the flight the caller started. The wait is not bounded by
 // Config.Wait: it is the caller's own execution.
-func (f *flight) awaitOwn(ctx context.Context, stop func() bool) (Execution, error) {
+func (f *flight) awaitOwn(ctx context.Context, stop func() bool, detached <-chan struct{}) (Execution, error) {
 	select {
 	case <-f.done:
 		stop()
 		return f.result(true)
 	case <-ctx.Done():
+		<-detached
 		return Execution{}, ctx.Err()
 	}
 }
@@ -702,9 +706,9 @@ func (f *flight) awaitOwn(ctx context.Context, stop func() bool) (Execution, err
 // awaitShared waits for another caller's flight, up to Config.Wait: a
 // duplicate gets the same answer whether the execution runs in this process or
 // in another.
-func (f *flight) awaitShared(ctx context.Context, stop func() bool) (Execution, error) {
+func (f *flight) awaitShared(ctx context.Context, stop func() bool, detached <-chan struct{}) (Execution, error) {
 	if f.e.cfg.Wait < 0 {
-		return f.awaitNoWait(ctx, stop)
+		return f.awaitNoWait(ctx, stop, detached)
 	}
 	t := time.NewTimer(f.e.cfg.Wait)
 	defer t.Stop()
@@ -713,6 +717,7 @@ func (f *flight) awaitShared(ctx context.Context, stop func() bool) (Execution, 
 		stop()
 		return f.result(false)
 	case <-ctx.Done():
+		<-detached
 		return Execution{}, ctx.Err()
 	case <-t.C:
 		// The caller's interest lasts as long as its ctx: stop is not called,
@@ -723,10 +728,11 @@ func (f *flight) awaitShared(ctx context.Context, stop func() bool) (Execution, 
 
 // awaitNoWait waits only for the flight's first Claim: a replay or a refusal is
 // answered, a running fn is ErrInProgress.
-func (f *flight) awaitNoWait(ctx context.Context, stop func() bool) (Execution, error) {
+func (f *flight) awaitNoWait(ctx context.Context, stop func() bool, detached <-chan struct{}) (Execution, error) {
 	select {
 	case <-f.decided:
 	case <-ctx.Done():
+		<-detached
 		return Execution{}, ctx.Err()
 	}
 	select {

@@ -108,13 +108,9 @@ func testReplayElsewhere(t *testing.T, gws []*gateway, up *upstream) {
 // wakeBound is how long after the first answer a woken duplicate may answer.
 // A notification wakes it in milliseconds; the bound is loose, for loaded
 // machines, yet below what the fallback polling (up to 2s between looks)
-// often takes. Where notifications are known to be lost, it allows for
-// polling.
+// often takes.
 func wakeBound(s sharedStore) time.Duration {
-	if s.name == "postgres" && !knownBugsOn() {
-		return 2500 * time.Millisecond // BUG: see TestConcurrentWatchers
-	}
-	return 500 * time.Millisecond
+	return time.Second
 }
 
 // testWakeup sends a duplicate to the two other gateways while the first

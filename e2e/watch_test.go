@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,9 +18,6 @@ import (
 func TestConcurrentWatchers(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, s sharedStore) {
-		if s.name == "postgres" {
-			knownBug(t, "pgstore.Watch wakes a watcher at once when another watcher marked the record concurrently (watchSQL reads the mark from the statement's snapshot); see the e2e report")
-		}
 		const nstores, perStore, rounds = 3, 3, 5
 		sts := make([]once.Store, nstores)
 		for i := range sts {
@@ -83,16 +79,3 @@ func watchRound(t *testing.T, sts []once.Store, perStore int, key once.Key) {
 		}
 	}
 }
-
-// knownBug skips a test that fails because of a reported bug in another
-// package, unless ONCE_E2E_KNOWN_BUGS=1 (for whoever fixes it).
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if !knownBugsOn() {
-		t.Skip("BUG: " + what + " (ONCE_E2E_KNOWN_BUGS=1 runs it)")
-	}
-}
-
-// knownBugsOn reports whether ONCE_E2E_KNOWN_BUGS=1: the tests of reported
-// bugs run, and fail until they are fixed.
-func knownBugsOn() bool { return os.Getenv("ONCE_E2E_KNOWN_BUGS") == "1" }

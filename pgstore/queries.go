@@ -210,9 +210,18 @@ SELECT EXISTS (SELECT 1 FROM u) OR EXISTS (
 	WHERE r.scope = $1::bytea AND r.key = $2::text AND r.state = 1 AND r.expires_at > ` + rowNow + `
 		AND r.watched)`
 
+// watchedSQL tells, from a fresh snapshot, whether the record is in progress
+// and watched: watchSQL's own EXISTS reads the snapshot its statement began
+// with, which misses a mark that a concurrent watcher committed while this
+// one waited for the row lock. $1 scope, $2 key.
+const watchedSQL = `SELECT EXISTS (
+	SELECT 1 FROM {{records}} r
+	WHERE r.scope = $1::bytea AND r.key = $2::text AND r.state = 1 AND r.expires_at > ` + rowNow + `
+		AND r.watched)`
+
 // queries holds the statements with the configured names filled in.
 type queries struct {
-	claim, complete, release, extend, del, get, list, advance, sweep, watch string
+	claim, complete, release, extend, del, get, list, advance, sweep, watch, watched string
 }
 
 func (n names) queries() queries {
@@ -220,6 +229,6 @@ func (n names) queries() queries {
 	return queries{
 		claim: e(claimSQL), complete: e(completeSQL), release: e(releaseSQL),
 		extend: e(extendSQL), del: e(deleteSQL), get: e(getSQL), list: e(listSQL),
-		advance: e(advanceSQL), sweep: e(sweepSQL), watch: e(watchSQL),
+		advance: e(advanceSQL), sweep: e(sweepSQL), watch: e(watchSQL), watched: e(watchedSQL),
 	}
 }

@@ -71,6 +71,11 @@ func (s *Store) Watch(ctx context.Context, key once.Key) (<-chan struct{}, func(
 	stop := func() { l.remove(w) }
 	var waiting bool
 	err := s.pool.QueryRow(ctx, s.q.watch, scopeBytes(key.Scope), key.ID).Scan(&waiting)
+	if err == nil && !waiting {
+		// A concurrent watcher may have marked the record while this
+		// statement waited for its lock: look again from a fresh snapshot.
+		err = s.pool.QueryRow(ctx, s.q.watched, scopeBytes(key.Scope), key.ID).Scan(&waiting)
+	}
 	if err != nil {
 		stop()
 		return nil, nil, s.unavailable("watch", err)

@@ -200,4 +200,5 @@ var cases = []testCase{
 	{name: "List", run: testList},
 	{name: "Sweep", timed: true, run: testSweep},
 	{name: "Linearizable", run: testLinearizable},
+	{name: "AdvanceLinearizable", run: testAdvanceLinearizable},
 }

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/oncehq/once"
+	"github.com/oncehq/once/oncehttp"
 )
 
 //go:embed openapi.json
@@ -497,8 +498,9 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 }
 
-// ProblemTypeBase prefixes every problem type URI.
-const ProblemTypeBase = "https://oncehq.dev/problems/"
+// ProblemTypeBase prefixes every problem type URI: the gateway's, so that
+// one documentation page names them all.
+const ProblemTypeBase = oncehttp.ProblemTypeBase
 
 func writeProblem(w http.ResponseWriter, status int, typ, title, detail string, state any) {
 	p := map[string]any{"type": ProblemTypeBase + typ, "title": title, "status": status, "detail": detail}
@@ -510,7 +512,7 @@ func writeProblem(w http.ResponseWriter, status int, typ, title, detail string, 
 			p[k] = v
 		}
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Content-Type", oncehttp.ContentTypeProblem)
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

@@ -105,12 +105,18 @@ func (c *keysCommand) key(pos []string) (once.Key, error) {
 	return k, nil
 }
 
-func (c *keysCommand) get(ctx context.Context, store once.Store, pos []string) error {
+// record validates KEY and reads its live record.
+func (c *keysCommand) record(ctx context.Context, store once.Store, pos []string) (once.Key, once.Record, error) {
 	key, err := c.key(pos)
 	if err != nil {
-		return err
+		return key, once.Record{}, err
 	}
 	r, err := store.Get(ctx, key)
+	return key, r, err
+}
+
+func (c *keysCommand) get(ctx context.Context, store once.Store, pos []string) error {
+	_, r, err := c.record(ctx, store, pos)
 	if err != nil {
 		return err
 	}
@@ -207,11 +213,7 @@ func (c *keysCommand) guard(r once.Record) error {
 }
 
 func (c *keysCommand) delete(ctx context.Context, store once.Store, pos []string) error {
-	key, err := c.key(pos)
-	if err != nil {
-		return err
-	}
-	r, err := store.Get(ctx, key)
+	key, r, err := c.record(ctx, store, pos)
 	if err != nil {
 		return err
 	}
@@ -232,11 +234,7 @@ func (c *keysCommand) resolve(ctx context.Context, store once.Store, pos []strin
 	if (c.completed == "") == !c.released {
 		return usageError("keys resolve needs exactly one of --completed RESULT or --released")
 	}
-	key, err := c.key(pos)
-	if err != nil {
-		return err
-	}
-	r, err := store.Get(ctx, key)
+	key, r, err := c.record(ctx, store, pos)
 	if err != nil {
 		return err
 	}

@@ -136,7 +136,10 @@ type Executor struct {
 	epoch   time.Time
 	closed  atomic.Bool
 	running sync.WaitGroup
+	quit    sync.Once
 	shards  [flightShards]flightShard
+	workers workers
+	renew   renewals
 }
 
 type flightShard struct {
@@ -153,6 +156,7 @@ func New(store Store, cfg Config) *Executor {
 	}
 	cfg = cfg.withDefaults()
 	e := &Executor{store: store, cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), epoch: time.Now()}
+	e.workers = workers{work: make(chan *flight), quit: make(chan struct{})}
 	e.watcher, _ = store.(Watcher)
 	for i := range e.shards {
 		e.shards[i].flights = make(map[Key]*flight)
@@ -176,6 +180,7 @@ func (e *Executor) Close() error {
 		e.shards[i].mu.Unlock()
 	}
 	e.running.Wait()
+	e.quit.Do(func() { close(e.workers.quit) })
 	return nil
 }
 
@@ -248,12 +253,25 @@ func (e *Executor) Do(ctx context.Context, key Key, fingerprint []byte, fn Func)
 	}
 	// A caller that leaves returns only once it is detached, so that a
 	// caller coming after it never joins an execution nobody wants any more.
-	detached := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() { defer close(detached); e.detach(f) })
+	// A context that can never be cancelled (Done is nil) never leaves.
+	stop, detached := noStop, (chan struct{})(nil)
+	if ctx.Done() != nil {
+		detached = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() { defer close(detached); e.detach(f) })
+	}
 	if owner {
 		return f.awaitOwn(ctx, stop, detached)
 	}
 	return f.awaitShared(ctx, stop, detached)
+}
+
+func noStop() bool { return false }
+
+// async is what a flight that goes on after its first Claim needs, apart
+// from the flight, so that a replay does not carry it.
+type async struct {
+	first ClaimResult
+	hb    heartbeat
 }
 
 // flight is one execution of a key in this process and the callers waiting
@@ -272,13 +290,16 @@ type flight struct {
 	done    chan struct{}
 
 	// Guarded by the shard's mu.
-	refs     int // callers whose context is not done
+	refs     int  // callers whose context is not done
+	joined   bool // another caller joined: the owner's result must be a copy
 	finished bool
 	orphaned bool // every caller left: new callers start a new flight
 
 	// Driver only.
 	isDecided bool
-	waited    bool // the flight waited on another process's execution
+	waited    bool      // the flight waited on another process's execution
+	start     time.Time // when the first Claim began
+	async     *async    // set when the first Claim runs fn or waits
 
 	rec     *Record      // written before decided is closed
 	retryAt atomic.Int64 // when the holder's lease passes, as time since e.epoch
@@ -307,6 +328,7 @@ func (e *Executor) attach(ctx context.Context, key Key, fp []byte, fn Func) (*fl
 	cur := sh.flights[key]
 	if cur != nil && !cur.orphaned && bytes.Equal(cur.fp, fp) {
 		cur.refs++
+		cur.joined = true
 		return cur, false, nil
 	}
 	f := e.newFlight(ctx, sh, key, fp, fn)
@@ -361,7 +383,7 @@ func (e *Executor) detach(f *flight) {
 // lead makes the flight's first Claim in the caller's goroutine, so that a
 // replay costs no goroutine, and hands longer work to a goroutine of its own.
 func (e *Executor) lead(f *flight) {
-	start := time.Now()
+	f.start = time.Now()
 	cr, err := e.claim(f)
 	if err != nil {
 		f.finish(Execution{}, err)
@@ -369,15 +391,65 @@ func (e *Executor) lead(f *flight) {
 	}
 	switch {
 	case cr.Outcome == Acquired:
-		f.decide(cr.Record, start.Add(e.cfg.Lease))
-		f.goAsync()
-		go e.execute(f, cr, start)
+		f.async = &async{first: cr}
+		f.decide(&f.async.first.Record, f.start.Add(e.cfg.Lease))
 	case cr.Outcome == InProgress && e.cfg.Wait > 0:
-		f.decide(cr.Record, time.Now().Add(cr.RetryAfter))
-		f.goAsync()
-		go e.waitOther(f, cr, start)
+		f.async = &async{first: cr}
+		f.decide(&f.async.first.Record, time.Now().Add(cr.RetryAfter))
 	default:
 		e.settle(f, cr)
+		return
+	}
+	f.goAsync()
+	e.workers.run(f)
+}
+
+// drive goes on with a flight whose first Claim acquired the key or found it
+// held by another process. It runs on a worker.
+func (e *Executor) drive(f *flight) {
+	if cr := f.async.first; cr.Outcome == Acquired {
+		e.execute(f, cr, f.start)
+	} else {
+		e.waitOther(f, cr, f.start)
+	}
+}
+
+// workerIdle is how long a worker waits for another flight before it exits.
+const workerIdle = 5 * time.Second
+
+// workers drive flights on goroutines that are reused. A new goroutine's
+// stack starts small and is copied each time it grows, and fn's call path
+// (an HTTP proxy's, say) is deep enough to make it grow on every execution;
+// a reused goroutine's stack has grown already.
+type workers struct {
+	work chan *flight  // unbuffered: a send succeeds only if a worker is idle
+	quit chan struct{} // closed by Close: idle workers exit
+}
+
+// run drives f on an idle worker, or on a new one if none is idle.
+func (p *workers) run(f *flight) {
+	select {
+	case p.work <- f:
+	default:
+		go p.loop(f)
+	}
+}
+
+// loop drives f, then the flights it is handed, until it has been idle for
+// workerIdle or the Executor is closed. If fn calls runtime.Goexit, the
+// worker ends with it (execute's deferred cleanup finishes the flight).
+func (p *workers) loop(f *flight) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for f != nil {
+		f.e.drive(f)
+		f = nil // an idle worker must not keep the flight's result alive
+		idle.Reset(workerIdle)
+		select {
+		case f = <-p.work:
+		case <-idle.C:
+		case <-p.quit:
+		}
 	}
 }
 
@@ -660,9 +732,9 @@ func (f *flight) retryAfter() time.Duration {
 }
 
 // decide publishes that the first Claim went on to run fn or to wait on
-// another process.
-func (f *flight) decide(rec Record, retryAt time.Time) {
-	f.rec = &rec
+// another process. rec must not change afterwards.
+func (f *flight) decide(rec *Record, retryAt time.Time) {
+	f.rec = rec
 	f.setRetryAt(retryAt)
 	f.isDecided = true
 	close(f.decided)
@@ -766,8 +838,13 @@ func (f *flight) result(owner bool) (Execution, error) {
 	}
 	x := f.exec
 	// Every caller gets its own copy, the one that ran fn included: the
-	// others clone f.exec concurrently, so nobody may write to it.
-	x.Result = x.Result.Clone()
+	// others clone f.exec concurrently, so nobody may write to it. An owner
+	// nobody joined (joined is written before finish, which happens before
+	// done is closed) has the only reference: fn's result, or the store's
+	// copy of a replayed one.
+	if !owner || f.joined {
+		x.Result = x.Result.Clone()
+	}
 	if !owner {
 		x.Shared = true
 	}
@@ -775,47 +852,58 @@ func (f *flight) result(owner bool) (Execution, error) {
 }
 
 // heartbeat renews an execution's lease every Config.Heartbeat while fn runs.
-// It runs on timer callbacks rather than a goroutine of its own, so that a
-// short fn costs none.
+// Heartbeats wait in the Executor's renewals rather than on a timer or a
+// goroutine of their own, so that a short fn costs neither.
 type heartbeat struct {
 	e        *Executor
 	f        *flight
 	token    uint64
 	mu       sync.Mutex // held across Extend, so that stop waits for it
-	timer    *time.Timer
+	retry    *time.Timer
 	leaseEnd time.Time // when the lease passes, by this process's clock
 	stopped  bool
 	lost     error
+
+	// Guarded by the renewals' mu.
+	due        time.Time
+	prev, next *heartbeat
+	queued     bool
 }
 
 func (e *Executor) startHeartbeat(f *flight, token uint64, start time.Time) *heartbeat {
-	h := &heartbeat{e: e, f: f, token: token, leaseEnd: start.Add(e.cfg.Lease)}
-	h.mu.Lock()
-	h.timer = time.AfterFunc(e.cfg.Heartbeat, h.tick)
-	h.mu.Unlock()
+	h := &f.async.hb
+	h.e, h.f, h.token, h.leaseEnd = e, f, token, start.Add(e.cfg.Lease)
+	e.renew.add(h, e.cfg.Heartbeat)
 	return h
 }
 
+// tick renews the lease once it is due. Only one tick of a heartbeat runs at
+// a time: it is off the queue (or its retry timer fired) until it is done.
 func (h *heartbeat) tick() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
 		return
 	}
-	next, lost := h.renew()
-	if lost != nil {
+	retryIn, lost := h.renew()
+	switch {
+	case lost != nil:
 		h.lost = lost
 		h.e.log.Warn("once: lease lost, cancelling function", "key", h.f.key.String(), "token", h.token, "err", lost)
 		h.f.cancel(lost)
-		return
+	case retryIn == 0:
+		h.e.renew.add(h, h.e.cfg.Heartbeat)
+	case h.retry == nil: // sooner than the queue's order allows
+		h.retry = time.AfterFunc(retryIn, h.tick)
+	default:
+		h.retry.Reset(retryIn)
 	}
-	h.timer.Reset(next)
 }
 
-// renew extends the lease. Transient errors are retried (sooner than the
-// heartbeat) until the lease would pass; then, or when fenced, the lease is
-// lost and renew returns why.
-func (h *heartbeat) renew() (next time.Duration, lost error) {
+// renew extends the lease. A transient error is retried after retryIn
+// (sooner than the heartbeat) until the lease would pass; then, or when
+// fenced, the lease is lost and renew returns why.
+func (h *heartbeat) renew() (retryIn time.Duration, lost error) {
 	at := time.Now()
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(h.f.ctx), h.leaseEnd)
 	err := h.e.store.Extend(ctx, h.f.key, h.token, h.e.cfg.Lease)
@@ -824,7 +912,7 @@ func (h *heartbeat) renew() (next time.Duration, lost error) {
 	case err == nil:
 		h.leaseEnd = at.Add(h.e.cfg.Lease)
 		h.f.setRetryAt(h.leaseEnd)
-		return h.e.cfg.Heartbeat, nil
+		return 0, nil
 	case errors.Is(err, ErrFenced):
 		return 0, fmt.Errorf("once: key %s: lease lost while running: %w", h.f.key, err)
 	}
@@ -841,6 +929,89 @@ func (h *heartbeat) stop() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true
-	h.timer.Stop()
+	h.e.renew.remove(h)
+	if h.retry != nil {
+		h.retry.Stop()
+	}
 	return h.lost
+}
+
+// renewals is the queue of an Executor's heartbeats, on one timer. Every
+// heartbeat waits the same Config.Heartbeat from when it is queued, so the
+// queue, in the order heartbeats were queued, is also in the order they are
+// due. Queuing and unqueuing are a few pointer writes under a lock; the timer
+// is reset when it fires, not per execution.
+type renewals struct {
+	mu         sync.Mutex
+	head, tail *heartbeat
+	timer      *time.Timer
+	armed      bool // the timer will fire
+}
+
+// add queues h to be renewed after d, which must be the same for every
+// heartbeat of the Executor.
+func (r *renewals) add(h *heartbeat, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.due, h.prev, h.next, h.queued = time.Now().Add(d), r.tail, nil, true
+	if r.tail != nil {
+		r.tail.next = h
+	} else {
+		r.head = h
+	}
+	r.tail = h
+	switch {
+	case r.armed:
+	case r.timer == nil:
+		r.armed, r.timer = true, time.AfterFunc(d, r.fire)
+	default:
+		r.armed = true
+		r.timer.Reset(d)
+	}
+}
+
+// remove unqueues h if it is queued.
+func (r *renewals) remove(h *heartbeat) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unlink(h)
+}
+
+func (r *renewals) unlink(h *heartbeat) {
+	if !h.queued {
+		return
+	}
+	if h.prev != nil {
+		h.prev.next = h.next
+	} else {
+		r.head = h.next
+	}
+	if h.next != nil {
+		h.next.prev = h.prev
+	} else {
+		r.tail = h.prev
+	}
+	h.prev, h.next, h.queued = nil, nil, false
+}
+
+// fire starts the ticks that are due, each in a goroutine of its own (Extend
+// may block), and sets the timer for the next one. The head may have left
+// the queue since the timer was set: then the timer fires early, once.
+func (r *renewals) fire() {
+	r.mu.Lock()
+	now := time.Now()
+	var due []*heartbeat
+	for r.head != nil && !r.head.due.After(now) {
+		h := r.head
+		r.unlink(h)
+		due = append(due, h)
+	}
+	r.armed = r.head != nil
+	if r.armed {
+		r.timer.Reset(r.head.due.Sub(now))
+	}
+	r.mu.Unlock()
+	for _, h := range due {
+		go h.tick()
+	}
 }

@@ -999,3 +999,17 @@ func BenchmarkDoFresh(b *testing.B) {
 		}
 	})
 }
+
+// The goroutines that ran functions are reused while the Executor is busy and
+// exit when it is closed.
+func TestDoWorkersExitOnClose(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ex := once.New(memstore.New(memstore.Config{}), once.Config{})
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() { mustDo(t, ex, once.Key{ID: strconv.Itoa(i)}, nil, returns("ok")) })
+	}
+	wg.Wait()
+	ex.Close()
+	eventually(t, "workers to exit", func() bool { return runtime.NumGoroutine() <= before })
+}

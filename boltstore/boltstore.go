@@ -1,13 +1,33 @@
-// Package boltstore is a durable once.Store kept in one file with bbolt, for a
-// single process: the embedded store behind the CLI's file:PATH.
+// Package boltstore is a durable once.Store kept in one bbolt file and a
+// write-ahead log beside it, for a single process: the embedded store behind
+// the CLI's file:PATH.
+//
+// # Durability
 //
 // Every write is fsynced before the call returns, so an acknowledged
 // operation survives SIGKILL and power loss. Writes go through one writer
-// goroutine that commits everything queued while the previous commit was
-// syncing in one bbolt transaction (group commit): a lone caller commits at
-// once, and under load one fsync serves many callers. Claims that cannot
-// acquire the key (replays of completed keys, keys in progress) and Get are
-// answered from a read-only transaction and never write.
+// goroutine that applies everything queued while the previous commit was
+// syncing and appends the new values of the keys it changed to the log as
+// one frame, with one fdatasync (group commit). A lone caller commits at
+// once (there is no timer), and under load one fdatasync serves many
+// callers. The log's files are PATH.wal.N, reused in turn so that an append
+// overwrites blocks already allocated and the fdatasync has no metadata to
+// flush.
+//
+// Values that are in the log but not yet in the bbolt file are kept in
+// memory (the overlay). A checkpoint, in the background, copies them into
+// the bbolt file in one transaction every DefaultCheckpointInterval or
+// DefaultCheckpointRecords changed keys, whichever comes first, and retires
+// the log segments it covers; Close checkpoints everything and removes the
+// log. Open replays the log that the last checkpoint does not cover (after
+// a crash), so nothing acknowledged is lost; a frame cut short by the crash
+// was never acknowledged and is dropped. Should checkpoints fall behind, the
+// overlay is bounded: at four times a checkpoint's worth the writer waits
+// for one.
+//
+// Reads (Get, and Claims that cannot acquire the key: replays of completed
+// keys, keys in progress) are answered from the overlay or from a read-only
+// bbolt transaction, never through the writer, and see only durable state.
 //
 // A call whose context ends while its operation waits for the writer returns
 // the context's error at once; the operation may still be committed.
@@ -19,9 +39,12 @@ package boltstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,13 +81,22 @@ type Config struct {
 	// SweepLimit is the most records one sweep transaction deletes. Zero
 	// means DefaultSweepLimit.
 	SweepLimit int
+	// CheckpointRecords is how many changed keys the overlay may hold before
+	// a checkpoint copies them into the bbolt file. Zero means
+	// DefaultCheckpointRecords.
+	CheckpointRecords int
+	// CheckpointInterval is the longest a change stays only in the log
+	// (while the store is open). Zero means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 	// NoSync skips fsync on commit. The store is then NOT durable: a crash
 	// of the machine may lose or corrupt the file. For tests only.
 	NoSync bool
 }
 
 // fileFormat is the layout of the buckets, stored under meta/format.
-const fileFormat = 1
+// Format 2 added the write-ahead log (meta/walseq); a format 1 file is
+// upgraded in place when opened (it has no log to replay).
+const fileFormat = 2
 
 // Bucket names, and the key of the format in bucketMeta.
 var (
@@ -91,15 +123,35 @@ type Store struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	// commits and committed count the writer's transactions (from when
-	// they begin) and the operations they carried, commitTime the time
-	// spent in them, for tests and benchmarks.
+	noSync bool
+
+	// ov is the durable state not yet checkpointed into bbolt.
+	ov overlay
+	// log is the segment the writer appends to, seq the last frame it
+	// wrote; both belong to the writer (and to Close after it stopped).
+	log *segment
+	seq uint64
+	// cp is the checkpointer's state; ctl carries its messages to the
+	// writer, kick the writer's requests for a checkpoint, cpNow requests
+	// for one that the caller waits for.
+	cp        *checkpointer
+	cpRecords int
+	ctl       chan ctlMsg
+	kick      chan struct{}
+	cpNow     chan chan error
+	// cpErr is the error of the last checkpoint, nil if it succeeded;
+	// broken is set when the log can no longer be trusted (a failed
+	// fdatasync): every later write fails with it.
+	cpErr  atomic.Pointer[error]
+	broken atomic.Pointer[error]
+
+	// commits and committed count the writer's batches (from when they
+	// begin) and the operations they carried, commitTime the time spent in
+	// them, for tests and benchmarks.
 	commits, committed atomic.Uint64
 	commitTime         atomic.Int64
-	// durable tracks which commits are fsynced, for the read path.
-	durable durability
 	// testHook, set by a test before its first operation, runs before each
-	// operation of a batch; an error it returns fails the transaction.
+	// operation of a batch; an error it returns fails the batch.
 	testHook func(*op) error
 }
 
@@ -132,12 +184,12 @@ func Open(path string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	if err := db.Update(createBuckets); err != nil {
+	s, err := newStore(db, path, cfg)
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	s := newStore(db, path, cfg)
-	s.start(cfg.SweepInterval)
+	s.start(cfg.SweepInterval, cfg.CheckpointInterval)
 	return s, nil
 }
 
@@ -153,6 +205,10 @@ func createBuckets(tx *bbolt.Tx) error {
 		if err := meta.Put(keyFormat, []byte{fileFormat}); err != nil {
 			return err
 		}
+	case bytes.Equal(v, []byte{1}):
+		if err := meta.Put(keyFormat, []byte{fileFormat}); err != nil {
+			return err
+		}
 	case !bytes.Equal(v, []byte{fileFormat}):
 		return fmt.Errorf("file format %x, this version reads %x", v, fileFormat)
 	}
@@ -164,31 +220,59 @@ func createBuckets(tx *bbolt.Tx) error {
 	return nil
 }
 
-func newStore(db *bbolt.DB, path string, cfg Config) *Store {
+// newStore creates the buckets of a new file, replays the log of the last
+// run and opens the log's first segment.
+func newStore(db *bbolt.DB, path string, cfg Config) (*Store, error) {
 	s := &Store{
-		db:    db,
-		path:  path,
-		now:   cfg.Clock,
-		limit: cfg.SweepLimit,
-		queue: make(chan *op, maxBatch),
-		stop:  make(chan struct{}),
+		db:        db,
+		path:      path,
+		now:       cfg.Clock,
+		limit:     cmp.Or(max(cfg.SweepLimit, 0), DefaultSweepLimit),
+		noSync:    cfg.NoSync,
+		ov:        overlay{m: map[string]ovEntry{}},
+		cpRecords: cmp.Or(max(cfg.CheckpointRecords, 0), DefaultCheckpointRecords),
+		queue:     make(chan *op, maxBatch),
+		stop:      make(chan struct{}),
+		ctl:       make(chan ctlMsg),
+		kick:      make(chan struct{}, 1),
+		cpNow:     make(chan chan error),
 	}
 	if s.now == nil {
 		s.now = once.SystemClock()
 	}
-	// What the file held at open is taken as durable: it was committed by
-	// an earlier process, and this one cannot sync it any better.
-	s.durable.init(0)
-	_ = db.View(func(tx *bbolt.Tx) error { s.durable.init(uint64(tx.ID())); return nil })
-	if s.limit <= 0 {
-		s.limit = DefaultSweepLimit
+	if err := db.Update(createBuckets); err != nil {
+		return nil, err
 	}
-	return s
+	last, nums, err := recoverLog(db, path)
+	if err != nil {
+		return nil, err
+	}
+	s.seq = last
+	// Every segment found is covered now: reuse the last one's file for the
+	// first segment of this run and remove the others.
+	var spare string
+	for i, num := range nums {
+		if i == len(nums)-1 {
+			spare = segmentPath(path, num)
+		} else if err := os.Remove(segmentPath(path, num)); err != nil {
+			return nil, err
+		}
+	}
+	first := uint64(1)
+	if len(nums) > 0 {
+		first = nums[len(nums)-1] + 1
+	}
+	if s.log, err = openSegment(path, first, spare, s.noSync); err != nil {
+		return nil, fmt.Errorf("log segment: %w", err)
+	}
+	s.cp = &checkpointer{s: s, nextNum: first + 1}
+	return s, nil
 }
 
-func (s *Store) start(sweepEvery time.Duration) {
-	s.wg.Add(1)
+func (s *Store) start(sweepEvery, checkpointEvery time.Duration) {
+	s.wg.Add(2)
 	go s.writer()
+	go s.cp.loop(cmp.Or(max(checkpointEvery, 0), DefaultCheckpointInterval))
 	if sweepEvery == 0 {
 		sweepEvery = DefaultSweepInterval
 	}
@@ -358,8 +442,27 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+	err := s.closeLog()
+	if cerr := s.db.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("boltstore: close %s: %w", s.path, cerr)
+	}
+	return err
+}
+
+// closeLog checkpoints the whole overlay, once the writer and the
+// checkpointer have stopped, and removes the log, which the bbolt file then
+// covers. If the checkpoint fails, the log stays for the next Open.
+func (s *Store) closeLog() error {
+	snap := s.takeSnapshot(nil)
+	err := s.writeCheckpoint(&snap)
+	s.log.f.Close()
+	if err != nil {
+		return fmt.Errorf("boltstore: close %s: checkpoint (the log is kept for the next Open): %w", s.path, err)
+	}
+	os.Remove(s.log.path)
+	s.cp.close()
+	if !s.noSync {
+		syncDir(filepath.Dir(s.path))
 	}
 	return nil
 }
@@ -370,13 +473,11 @@ func (s *Store) version(key once.Key) (uint64, error) {
 		return 0, once.ErrClosed
 	}
 	var kbuf [64]byte
-	k := appendKey(kbuf[:0], key.Scope, key.ID)
-	var cur uint64
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		cur, err = decodeVersion(tx.Bucket(bucketVersions).Get(k))
-		return err
-	})
+	v, err := s.durableValue(appendTagged(kbuf[:0], tagVersion, key.Scope, key.ID))
+	if err != nil {
+		return 0, s.storageErr(err)
+	}
+	cur, err := decodeVersion(v)
 	if err != nil {
 		return 0, s.keyErr(key, err)
 	}
@@ -400,6 +501,28 @@ func (s *Store) storageErr(err error) error {
 		return once.ErrClosed
 	}
 	return fmt.Errorf("%w: boltstore %s: %w", once.ErrUnavailable, s.path, err)
+}
+
+// fail marks the store broken by err, for good, and returns the error every
+// later write gets.
+func (s *Store) fail(err error) error {
+	e := fmt.Errorf("%w: boltstore %s: %w (reopen the store)", once.ErrUnavailable, s.path, err)
+	s.broken.CompareAndSwap(nil, &e)
+	return *s.broken.Load()
+}
+
+// failed returns the error that writes fail with now: the store is broken,
+// or its overlay is full and checkpoints are failing. Writer only.
+func (s *Store) failed() error {
+	if p := s.broken.Load(); p != nil {
+		return *p
+	}
+	if s.overFull() {
+		if p := s.cpErr.Load(); p != nil {
+			return fmt.Errorf("%w: %w", once.ErrUnavailable, *p)
+		}
+	}
+	return nil
 }
 
 func cloneBytes(b []byte) []byte {

@@ -286,3 +286,20 @@ func appendPurgeTime(dst []byte, t time.Time) []byte {
 func appendPurgeKey(dst []byte, r *once.Record, key []byte) []byte {
 	return append(appendPurgeTime(dst, r.PurgeAt()), key...)
 }
+
+// purgeTimeOf decodes only what the purge time of the stored record v
+// depends on (Record.PurgeAt: expiry plus lease), for the purge index.
+func purgeTimeOf(v []byte) (time.Time, error) {
+	d := decoder{b: v}
+	if len(v) < 3 || v[0] != recordFormat {
+		d.fail("no record header")
+		return time.Time{}, d.err
+	}
+	d.b = v[3:]
+	d.uvarint() // token
+	d.uvarint() // attempts
+	lease := time.Duration(d.varint())
+	d.time() // lease expiry
+	expires := d.time()
+	return expires.Add(lease), d.err
+}

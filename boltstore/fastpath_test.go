@@ -126,9 +126,9 @@ func mustGet(t *testing.T, s *Store, k once.Key) once.Record {
 	return r
 }
 
-// TestReadPathWaitsForDurability: a read that sees a commit not yet known to
-// be fsynced waits for the next commit signal instead of answering from it.
-func TestReadPathWaitsForDurability(t *testing.T) {
+// TestReadPathSeesOnlyDurable: while a batch's change is applied but its
+// frame not yet written and synced, readers see the state before it.
+func TestReadPathSeesOnlyDurable(t *testing.T) {
 	s := MustOpen(t, Config{SweepInterval: -1})
 	ctx := context.Background()
 	k := once.Key{ID: "durable"}
@@ -136,19 +136,36 @@ func TestReadPathWaitsForDurability(t *testing.T) {
 	if err != nil || s.Complete(ctx, k, res.Token, once.Result{Data: []byte("r")}) != nil {
 		t.Fatal(err)
 	}
-	s.durable.txid.Store(0) // pretend the last commit is still being fsynced
-	got := make(chan once.Outcome, 1)
-	go func() {
-		cr, _ := s.Claim(ctx, once.ClaimRequest{Key: k, Lease: time.Hour, Retention: time.Hour})
-		got <- cr.Outcome
-	}()
-	select {
-	case o := <-got:
-		t.Fatalf("replay answered (%v) from a commit not known to be durable", o)
-	case <-time.After(100 * time.Millisecond):
+	in, release := make(chan struct{}), make(chan struct{})
+	s.testHook = func(o *op) error {
+		if o.kind == opAdvance && o.key.ID == "block" {
+			close(in)
+			<-release
+		}
+		return nil
 	}
-	s.durable.done(^uint64(0) >> 1) // the fsync ends
-	if o := <-got; o != once.Completed {
-		t.Fatalf("after the commit became durable: %v", o)
+	// One batch: the Delete is applied, then the hook holds the batch
+	// before its frame is written.
+	deleted := make(chan error, 1)
+	hold := holdWriter(t, s)
+	go func() { deleted <- s.Delete(ctx, k) }()
+	waitFor(t, "the Delete to queue", func() bool { return len(s.queue) == 1 })
+	go func() { s.Advance(ctx, "", "block", 1) }()
+	waitFor(t, "the Advance to queue", func() bool { return len(s.queue) == 2 })
+	hold()
+	<-in
+	cr, err := s.Claim(ctx, once.ClaimRequest{Key: k, Lease: time.Hour, Retention: time.Hour})
+	if err != nil || cr.Outcome != once.Completed {
+		t.Errorf("Claim while the Delete is not yet durable = %v, %v; want completed", cr.Outcome, err)
+	}
+	if _, err := s.Get(ctx, k); err != nil {
+		t.Errorf("Get while the Delete is not yet durable: %v", err)
+	}
+	close(release)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, k); !errors.Is(err, once.ErrNotFound) {
+		t.Errorf("Get after the Delete: %v, want ErrNotFound", err)
 	}
 }

@@ -58,26 +58,33 @@ func TestGroupCommitIndependentResults(t *testing.T) {
 	t.Logf("%d operations in %d commits", s.committed.Load(), s.commits.Load())
 }
 
-// holdWriter keeps the writer blocked in a transaction until release is
-// called, so that everything queued meanwhile is committed as one batch.
+// holdWriter keeps the writer blocked in a batch of its own until release
+// is called, so that everything queued meanwhile is committed as one batch.
+// It wraps s.testHook, which must be set before.
 func holdWriter(t *testing.T, s *Store) (release func()) {
 	t.Helper()
-	tx, err := s.db.Begin(true)
-	if err != nil {
-		t.Fatal(err)
+	in, out := make(chan struct{}), make(chan struct{})
+	next := s.testHook
+	s.testHook = func(o *op) error {
+		if o.kind == opAdvance && o.key.ID == "sentinel" {
+			close(in)
+			<-out
+			return nil
+		}
+		if next != nil {
+			return next(o)
+		}
+		return nil
 	}
-	before := s.commits.Load()
 	sentinel := make(chan error, 1)
 	go func() {
-		_, _, err := s.Advance(context.Background(), "", "sentinel", uint64(before)+1)
+		_, _, err := s.Advance(context.Background(), "", "sentinel", 1)
 		sentinel <- err
 	}()
-	waitFor(t, "the writer to take the sentinel", func() bool { return s.commits.Load() > before })
+	<-in
 	return func() {
 		t.Helper()
-		if err := tx.Rollback(); err != nil {
-			t.Fatal(err)
-		}
+		close(out)
 		if err := <-sentinel; err != nil {
 			t.Fatalf("sentinel: %v", err)
 		}

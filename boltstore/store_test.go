@@ -72,6 +72,15 @@ func claimReq(id string) once.ClaimRequest {
 	return once.ClaimRequest{Key: once.Key{Scope: "s", ID: id}, Lease: time.Minute, Retention: time.Hour}
 }
 
+// mustCheckpoint copies the overlay into bbolt, for tests that read the
+// file directly.
+func mustCheckpoint(tb testing.TB, s *Store) {
+	tb.Helper()
+	if err := s.checkpointNow(); err != nil {
+		tb.Fatalf("checkpoint: %v", err)
+	}
+}
+
 // lastTxID returns the id of the last committed transaction: it moves with
 // every write and with nothing else.
 func lastTxID(tb testing.TB, s *Store) int {
@@ -250,6 +259,7 @@ func TestInvalidInput(t *testing.T) {
 
 func recordCount(tb testing.TB, s *Store) (n int) {
 	tb.Helper()
+	mustCheckpoint(tb, s)
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		n = tx.Bucket(bucketRecords).Stats().KeyN
 		return nil
@@ -264,7 +274,7 @@ func recordCount(tb testing.TB, s *Store) (n int) {
 // commit no transaction.
 func TestReadPathDoesNotWrite(t *testing.T) {
 	ctx := context.Background()
-	s := MustOpen(t, Config{})
+	s := MustOpen(t, Config{CheckpointInterval: time.Hour})
 	done, busy := claimReq("done"), claimReq("busy")
 	res := MustClaim(t, s, done, once.Acquired)
 	if err := s.Complete(ctx, done.Key, res.Token, once.Result{Data: []byte("r")}); err != nil {
@@ -429,6 +439,7 @@ func TestCorruptRecord(t *testing.T) {
 	s := MustOpen(t, Config{})
 	req := claimReq("bad")
 	MustClaim(t, s, req, once.Acquired)
+	mustCheckpoint(t, s)
 	k := appendKey(nil, req.Key.Scope, req.Key.ID)
 	if err := s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketRecords).Put(k, []byte{1, 0, 9}) }); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,8 @@ const maxSweepsPerTick = 16
 
 // Sweep implements once.Sweeper: it deletes at most limit records whose
 // purge time has passed, in one transaction, walking the purge index from
-// its oldest entry, and returns how many it deleted.
+// its oldest entry, and returns how many it deleted. It first checkpoints,
+// so that records only in the log are swept too.
 func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 	if s.closed.Load() {
 		return 0, once.ErrClosed
@@ -28,10 +29,19 @@ func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
+	if err := s.checkpointNow(); err != nil {
+		return 0, s.storageErr(err)
+	}
+	return s.sweepOnce(limit)
+}
+
+// sweepOnce runs one sweep transaction. Records only in the log wait for
+// their checkpoint: they are young, for purge times are retention plus lease.
+func (s *Store) sweepOnce(limit int) (int, error) {
 	var n int
-	err := s.update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		var err error
-		n, err = sweep(tx, s.now(), limit)
+		n, err = s.sweep(tx, s.now(), limit)
 		return err
 	})
 	if err != nil {
@@ -42,8 +52,10 @@ func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 
 // sweep deletes at most limit purgeable records of tx. It looks at no more
 // than limit index entries, so that its work is bounded even if the index
-// held entries that no longer match their record.
-func sweep(tx *bbolt.Tx, now time.Time, limit int) (int, error) {
+// held entries that no longer match their record. A record with a newer
+// value in the overlay is left alone, index entry included: the checkpoint
+// that writes the newer value moves the entry.
+func (s *Store) sweep(tx *bbolt.Tx, now time.Time, limit int) (int, error) {
 	records, purge := tx.Bucket(bucketRecords), tx.Bucket(bucketPurge)
 	due := appendPurgeTime(nil, now)
 	var keys [][]byte
@@ -56,7 +68,14 @@ func sweep(tx *bbolt.Tx, now time.Time, limit int) (int, error) {
 		keys = append(keys, bytes.Clone(k))
 	}
 	n := 0
+	var tagged []byte
 	for _, pk := range keys {
+		if len(pk) > purgeTimeLen {
+			tagged = append(append(tagged[:0], tagRecord), pk[purgeTimeLen:]...)
+			if _, newer := s.ov.get(tagged); newer {
+				continue
+			}
+		}
 		if len(pk) > purgeTimeLen && purgeable(records.Get(pk[purgeTimeLen:]), pk[:purgeTimeLen], now) {
 			if err := records.Delete(pk[purgeTimeLen:]); err != nil {
 				return 0, err
@@ -89,7 +108,6 @@ func (s *Store) sweeper(every time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
-	ctx := context.Background()
 	for {
 		select {
 		case <-s.stop:
@@ -97,7 +115,7 @@ func (s *Store) sweeper(every time.Duration) {
 		case <-t.C:
 		}
 		for range maxSweepsPerTick {
-			n, err := s.Sweep(ctx, s.limit)
+			n, err := s.sweepOnce(s.limit)
 			if err != nil || n < s.limit {
 				break
 			}

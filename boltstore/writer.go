@@ -1,8 +1,10 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -14,7 +16,7 @@ import (
 	"github.com/oncehq/once/internal/fsm"
 )
 
-// maxBatch bounds the operations committed in one transaction, so that one
+// maxBatch bounds the operations committed in one frame, so that one
 // commit's latency stays bounded however long the queue grows.
 const maxBatch = 1024
 
@@ -93,18 +95,28 @@ func (s *Store) do(ctx context.Context, o *op) error {
 }
 
 // writer commits the queued operations, everything that queued up during
-// the previous commit in one transaction, until Close. There is no timer: a
-// lone operation is committed as soon as it arrives.
+// the previous commit in one frame of the log, until Close. There is no
+// timer: a lone operation is committed as soon as it arrives. Between
+// batches it serves the checkpointer (see checkpoint.go). While the overlay
+// is over its bound it takes no operations, only the checkpointer's
+// messages, so that memory stays bounded when checkpoints fall behind; if
+// the last checkpoint failed, it takes them and fails them (batch.run).
 func (s *Store) writer() {
 	defer s.wg.Done()
-	b := &batch{s: s, ops: make([]*op, 0, maxBatch)}
+	b := &batch{s: s, ops: make([]*op, 0, maxBatch), pending: map[string]int{}}
 	for {
+		queue := s.queue
+		if s.overFull() && s.cpErr.Load() == nil {
+			queue = nil
+		}
 		select {
-		case o := <-s.queue:
+		case o := <-queue:
 			b.ops = append(b.ops[:0], o)
 			s.fill(b)
 			b.commit()
 			s.settle()
+		case m := <-s.ctl:
+			s.control(m)
 		case <-s.stop:
 			// Close set closed before stop: nothing more can be queued.
 			for len(s.queue) > 0 {
@@ -141,31 +153,40 @@ func (s *Store) fill(b *batch) {
 	}
 }
 
-// batch is the writer's state for one transaction.
+// batch is the writer's state for one group commit.
 type batch struct {
 	s   *Store
 	ops []*op
-	// arena holds the values put in the transaction: bbolt keeps a reference
-	// to each value until commit, so none may be overwritten before then.
-	arena []byte
-	key   []byte
-	pkey  []byte
-
-	records, purge, versions *bbolt.Bucket
+	// buf is the frame being built: the header's room, then one entry per
+	// change. changes are the keys the batch wrote, in order, and pending
+	// maps each key to its last change, so that a later operation of the
+	// batch reads what an earlier one wrote.
+	buf     []byte
+	scratch []byte
+	changes []change
+	pending map[string]int
+	key     []byte
+	tx      *bbolt.Tx
 }
 
-// commit applies b.ops in order in one transaction and signals each caller.
-// An operation that fails on its own (ErrFenced, a corrupt record) does not
-// disturb the others; if the transaction fails, they all get its error.
+// change is one key written by a batch: its new value is buf[off:end].
+type change struct {
+	key      string
+	off, end int
+	rec      *once.Record // the decoded value, for records
+}
+
+// commit runs b.ops in order, makes their changes durable in one frame and
+// signals each caller. An operation that fails on its own (ErrFenced, a
+// corrupt record) does not disturb the others; if the commit fails, they
+// all get its error and none of their changes is kept.
 func (b *batch) commit() {
-	b.s.commits.Add(1)
-	b.s.committed.Add(uint64(len(b.ops)))
+	s := b.s
+	s.commits.Add(1)
+	s.committed.Add(uint64(len(b.ops)))
 	start := time.Now()
-	err := b.s.update(b.applyAll)
-	b.s.commitTime.Add(int64(time.Since(start)))
-	if err != nil {
-		err = b.s.storageErr(err)
-	}
+	err := b.run()
+	s.commitTime.Add(int64(time.Since(start)))
 	for _, o := range b.ops {
 		if err != nil {
 			o.claim, o.applied, o.current, o.err = once.ClaimResult{}, false, 0, err
@@ -174,23 +195,65 @@ func (b *batch) commit() {
 	}
 	clear(b.ops)
 	b.ops = b.ops[:0]
-	if cap(b.arena) > maxArena {
-		b.arena = nil
+	clear(b.changes)
+	b.changes = b.changes[:0]
+	clear(b.pending)
+	if cap(b.buf) > maxArena {
+		b.buf = nil
 	}
-	b.arena = b.arena[:0]
+	if s.checkpointDue() {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
-func (b *batch) applyAll(tx *bbolt.Tx) (err error) {
+// run applies, logs and publishes the batch. The operations take effect
+// when publish makes their changes visible, after the fdatasync: no reader
+// ever sees a change that a crash could undo.
+func (b *batch) run() error {
+	s := b.s
+	if err := s.failed(); err != nil {
+		return err
+	}
+	b.buf = append(b.buf[:0], make([]byte, frameHeaderLen)...)
+	if err := b.applyAll(); err != nil {
+		return s.storageErr(err)
+	}
+	if len(b.changes) == 0 {
+		return nil
+	}
+	frame := bytes.Clone(b.buf)
+	seq := s.seq + 1
+	sealFrame(frame, seq)
+	if err := s.log.write(frame); err != nil {
+		return s.storageErr(fmt.Errorf("write %s: %w", s.log.path, err))
+	}
+	if !s.noSync {
+		if err := s.log.sync(); err != nil {
+			// The page cache may have dropped the frame: nothing this
+			// process writes to the log can be trusted any more.
+			return s.fail(fmt.Errorf("fdatasync %s: %w", s.log.path, err))
+		}
+	}
+	s.seq = seq
+	b.publish(frame, seq)
+	return nil
+}
+
+func (b *batch) applyAll() (err error) {
 	defer func() {
 		// A panic must not kill the writer and hang every caller: it fails
-		// the batch (and rolls it back) instead.
+		// the batch instead.
 		if p := recover(); p != nil {
 			err = fmt.Errorf("boltstore: panic in writer: %v", p)
 		}
+		if b.tx != nil {
+			b.tx.Rollback()
+			b.tx = nil
+		}
 	}()
-	b.records = tx.Bucket(bucketRecords)
-	b.purge = tx.Bucket(bucketPurge)
-	b.versions = tx.Bucket(bucketVersions)
 	for _, o := range b.ops {
 		if b.s.testHook != nil {
 			if err := b.s.testHook(o); err != nil {
@@ -212,21 +275,83 @@ func (b *batch) applyAll(tx *bbolt.Tx) (err error) {
 // apply runs the transition of o on the record of its key. It returns only
 // storage errors; o's own outcome goes in o.
 func (b *batch) apply(o *op) error {
-	b.key = appendKey(b.key[:0], o.key.Scope, o.key.ID)
-	var old *once.Record
-	if v := b.records.Get(b.key); v != nil {
-		var err error
-		if old, err = decodeRecord(v); err != nil {
-			o.err = b.s.keyErr(o.key, err)
-			return nil
-		}
+	b.key = appendTagged(b.key[:0], tagRecord, o.key.Scope, o.key.ID)
+	old, err := b.record(b.key)
+	if errors.Is(err, errCorrupt) {
+		o.err = b.s.keyErr(o.key, err)
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	next, err := transition(o, old, b.s.now())
 	o.err = err
-	if next == nil {
-		return nil
+	if next != nil {
+		b.scratch = appendRecord(b.scratch[:0], next)
+		b.stage(b.key, b.scratch, next)
 	}
-	return b.put(old, next)
+	return nil
+}
+
+// record returns the current record of the tagged key k, as this batch
+// left it. A record that does not decode is returned as errCorrupt.
+func (b *batch) record(k []byte) (*once.Record, error) {
+	c, v, err := b.lookup(k)
+	switch {
+	case err != nil:
+		return nil, err
+	case c != nil:
+		return c.rec, nil
+	case v == nil:
+		return nil, nil
+	}
+	return decodeRecord(v)
+}
+
+// lookup finds the current value of the tagged key k: the batch's own
+// change, else the overlay's value, else bbolt's. A bbolt value is valid
+// until the batch ends.
+func (b *batch) lookup(k []byte) (*change, []byte, error) {
+	if i, ok := b.pending[string(k)]; ok {
+		return &b.changes[i], nil, nil
+	}
+	// Only this goroutine writes the overlay: it reads it without the lock.
+	if e, ok := b.s.ov.m[string(k)]; ok {
+		return nil, e.val, nil
+	}
+	if b.tx == nil {
+		tx, err := b.s.db.Begin(false)
+		if err != nil {
+			return nil, nil, err
+		}
+		b.tx = tx
+	}
+	return nil, bucketOf(b.tx, k[0]).Get(k[1:]), nil
+}
+
+// stage adds the change of the tagged key k to value to the frame.
+func (b *batch) stage(k, value []byte, rec *once.Record) {
+	b.buf = binary.AppendUvarint(b.buf, uint64(len(k)))
+	b.buf = append(b.buf, k...)
+	b.buf = binary.AppendUvarint(b.buf, uint64(len(value)))
+	off := len(b.buf)
+	b.buf = append(b.buf, value...)
+	key := string(k)
+	b.pending[key] = len(b.changes)
+	b.changes = append(b.changes, change{key: key, off: off, end: len(b.buf), rec: rec})
+}
+
+// publish makes the batch's changes, durable in frame seq, the state every
+// reader sees, all at once.
+func (b *batch) publish(frame []byte, seq uint64) {
+	ov := &b.s.ov
+	ov.mu.Lock()
+	for _, c := range b.changes {
+		v := frame[c.off:c.end:c.end]
+		ov.bytes += len(v) - len(ov.m[c.key].val)
+		ov.m[c.key] = ovEntry{val: v, seq: seq}
+	}
+	ov.mu.Unlock()
 }
 
 // transition is the fsm step of o.
@@ -248,42 +373,27 @@ func transition(o *op, r *once.Record, now time.Time) (*once.Record, error) {
 	return nil, fmt.Errorf("boltstore: unknown operation %d", o.kind)
 }
 
-// put stores next under b.key and keeps the purge index in step: one entry
-// per record, at its purge time.
-func (b *batch) put(old, next *once.Record) error {
-	start := len(b.arena)
-	b.arena = appendRecord(b.arena, next)
-	if err := b.records.Put(b.key, b.arena[start:len(b.arena):len(b.arena)]); err != nil {
-		return err
-	}
-	if old != nil {
-		if old.PurgeAt().Equal(next.PurgeAt()) {
-			return nil
-		}
-		b.pkey = appendPurgeKey(b.pkey[:0], old, b.key)
-		if err := b.purge.Delete(b.pkey); err != nil {
-			return err
-		}
-	}
-	b.pkey = appendPurgeKey(b.pkey[:0], next, b.key)
-	return b.purge.Put(b.pkey, []byte{})
-}
-
 // advance applies o's version to its (scope, entity).
 func (b *batch) advance(o *op) error {
-	b.key = appendKey(b.key[:0], o.key.Scope, o.key.ID)
-	cur, err := decodeVersion(b.versions.Get(b.key))
+	b.key = appendTagged(b.key[:0], tagVersion, o.key.Scope, o.key.ID)
+	c, v, err := b.lookup(b.key)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		v = b.buf[c.off:c.end]
+	}
+	cur, err := decodeVersion(v)
 	if err != nil {
 		o.err = b.s.keyErr(o.key, err)
 		return nil
 	}
 	o.applied, o.current = fsm.Advance(cur, o.version)
-	if !o.applied {
-		return nil
+	if o.applied {
+		b.scratch = binary.BigEndian.AppendUint64(b.scratch[:0], o.current)
+		b.stage(b.key, b.scratch, nil)
 	}
-	start := len(b.arena)
-	b.arena = binary.BigEndian.AppendUint64(b.arena, o.current)
-	return b.versions.Put(b.key, b.arena[start:len(b.arena):len(b.arena)])
+	return nil
 }
 
 // decodeVersion decodes a stored version: 8 bytes big-endian, nil for 0.

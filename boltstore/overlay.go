@@ -1,0 +1,104 @@
+package boltstore
+
+import (
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/oncehq/once"
+)
+
+// overlay holds the values that are durable in the log but not yet in the
+// bbolt file: the last durable state of a key is its overlay value if it has
+// one, else what bbolt holds. Only the writer changes it, under mu, so the
+// writer reads it without locking; everyone else reads under mu.
+type overlay struct {
+	mu    sync.RWMutex
+	m     map[string]ovEntry
+	bytes int // total length of the values, for the checkpoint trigger
+}
+
+// ovEntry is a key's value (an encoded record, or a version) and the
+// sequence number of the frame that made it durable.
+type ovEntry struct {
+	val []byte
+	seq uint64
+}
+
+// get returns the overlay value of the tagged key k. The value is never
+// modified: the caller may keep it.
+func (ov *overlay) get(k []byte) ([]byte, bool) {
+	ov.mu.RLock()
+	e, ok := ov.m[string(k)]
+	ov.mu.RUnlock()
+	return e.val, ok
+}
+
+// size returns the number of keys and bytes in the overlay.
+func (ov *overlay) size() (int, int) {
+	ov.mu.RLock()
+	defer ov.mu.RUnlock()
+	return len(ov.m), ov.bytes
+}
+
+// appendTagged appends the overlay key of (scope, id) under tag.
+func appendTagged(dst []byte, tag byte, scope, id string) []byte {
+	return appendKey(append(dst, tag), scope, id)
+}
+
+// bucketOf returns the bucket of tx that holds keys of tag.
+func bucketOf(tx *bbolt.Tx, tag byte) *bbolt.Bucket {
+	if tag == tagVersion {
+		return tx.Bucket(bucketVersions)
+	}
+	return tx.Bucket(bucketRecords)
+}
+
+// durableValue returns the last durable value of the tagged key k: the
+// overlay's, else bbolt's (nil when absent). It is the state at some instant
+// during the call: a key that leaves the overlay does so only after bbolt
+// holds the same value.
+func (s *Store) durableValue(k []byte) ([]byte, error) {
+	if s.closed.Load() {
+		return nil, once.ErrClosed
+	}
+	if v, ok := s.ov.get(k); ok {
+		return v, nil
+	}
+	var v []byte
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v = bytesCopy(bucketOf(tx, k[0]).Get(k[1:]))
+		return nil
+	})
+	return v, err
+}
+
+// snapshot reads the last durable record of key. It returns the record (nil
+// when absent) and two readings of the clock, one taken before the read and
+// one after: the snapshot was the store's state at some instant between the
+// two.
+func (s *Store) snapshot(key once.Key) (r *once.Record, before, after time.Time, err error) {
+	var kbuf [64]byte
+	k := appendTagged(kbuf[:0], tagRecord, key.Scope, key.ID)
+	before = s.now()
+	v, err := s.durableValue(k)
+	if err != nil {
+		return nil, before, after, s.keyErr(key, err)
+	}
+	if v != nil {
+		if r, err = decodeRecord(v); err != nil {
+			return nil, before, after, s.keyErr(key, err)
+		}
+	}
+	return r, before, s.now(), nil
+}
+
+// bytesCopy copies b out of bbolt's memory, which is valid only inside its
+// transaction; nil stays nil.
+func bytesCopy(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}

@@ -5,10 +5,10 @@
 package memstore
 
 import (
-	"container/heap"
+	"bytes"
 	"context"
 	"hash/maphash"
-	"sync"
+	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -16,22 +16,25 @@ import (
 	"github.com/oncehq/once/internal/fsm"
 )
 
-const shardCount = 64
+// shardBits sets the number of shards.
+const shardBits = 6
 
 // evictPerWrite bounds the reclaiming work a write does on its shard.
 const evictPerWrite = 2
 
 // Config configures a Store. The zero value is ready to use.
 type Config struct {
-	// Clock is the store's clock. If nil, once.SystemClock() is used.
+	// Clock is the store's clock. If nil, once.SystemClock() is used. A
+	// clock whose times carry a monotonic reading (time.Now) works but is
+	// slower: the store then keeps each record's times aside.
 	Clock once.Clock
 }
 
 // Store is an in-memory once.Store. It is safe for concurrent use.
 type Store struct {
-	now    once.Clock
+	tl     timeline
 	seed   maphash.Seed
-	shards [shardCount]shard
+	shards [1 << shardBits]shard
 	closed atomic.Bool
 }
 
@@ -41,62 +44,81 @@ var (
 	_ once.Lister  = (*Store)(nil)
 )
 
-type versionKey struct{ scope, entity string }
-
-type shard struct {
-	mu       sync.Mutex
-	records  map[once.Key]*once.Record
-	versions map[versionKey]uint64
-	purge    purgeHeap
-}
-
 // New returns an empty Store.
 func New(cfg Config) *Store {
-	s := &Store{now: cfg.Clock, seed: maphash.MakeSeed()}
-	if s.now == nil {
-		s.now = once.SystemClock()
-	}
+	s := &Store{tl: newTimeline(cfg.Clock), seed: maphash.MakeSeed()}
 	for i := range s.shards {
-		s.shards[i].records = make(map[once.Key]*once.Record)
-		s.shards[i].versions = make(map[versionKey]uint64)
+		s.shards[i].init()
 	}
 	return s
 }
 
-func (s *Store) shard(scope, id string) *shard {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	h.WriteString(scope)
-	h.WriteByte(0)
-	h.WriteString(id)
-	return &s.shards[h.Sum64()%shardCount]
+// hash hashes a key (or a version's scope and entity). Its top bits pick the
+// shard; shards index records by all of it.
+func (s *Store) hash(scope, id string) uint64 {
+	return maphash.String(s.seed, id) ^ bits.RotateLeft64(maphash.String(s.seed, scope), 32)
 }
 
-// update runs fn on the record of key under its shard's lock and stores what
-// fn returns, if anything.
-func (s *Store) update(key once.Key, fn func(r *once.Record, now time.Time) (*once.Record, error)) error {
+func (s *Store) shard(h uint64) *shard { return &s.shards[h>>(64-shardBits)] }
+
+// op is one operation on one key, between begin and end, under the lock of
+// the key's shard.
+type op struct {
+	s    *Store
+	sh   *shard
+	key  once.Key
+	hash uint64
+	slot int32 // the key's record, or -1
+	head int32 // the first slot with the key's hash, or -1
+	now  time.Time
+	cur  once.Record // the key's record as fsm sees it, if slot >= 0
+}
+
+// begin locks key's shard, reads the clock and finds key's record. The
+// caller has validated key and must call end.
+func (s *Store) begin(o *op, key once.Key) {
+	o.s, o.key, o.hash = s, key, s.hash(key.Scope, key.ID)
+	o.sh = s.shard(o.hash)
+	o.sh.mu.Lock()
+	o.now = s.tl.now()
+	o.slot, o.head = o.sh.find(key, o.hash)
+	if o.slot >= 0 {
+		o.cur = o.sh.view(o.slot, key, &s.tl)
+	}
+}
+
+func (o *op) end() { o.sh.mu.Unlock() }
+
+// record returns the key's record, nil when absent.
+func (o *op) record() *once.Record {
+	if o.slot < 0 {
+		return nil
+	}
+	return &o.cur
+}
+
+// store writes n as the key's record, then reclaims a little of the shard.
+// repack says that n's fingerprint or result may differ from the record's.
+func (o *op) store(n *once.Record, repack bool) {
+	fresh := o.slot < 0
+	if fresh {
+		o.slot = o.sh.add(o.hash, o.head)
+		repack = true
+	}
+	o.sh.put(o.slot, n, &o.s.tl, repack, fresh)
+	o.sh.evict(o.now, &o.s.tl, evictPerWrite)
+}
+
+// open validates key and begins an operation on it.
+func (s *Store) open(o *op, key once.Key) error {
 	if s.closed.Load() {
 		return once.ErrClosed
 	}
 	if err := key.Validate(); err != nil {
 		return err
 	}
-	sh := s.shard(key.Scope, key.ID)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	now := s.now()
-	prev := sh.records[key]
-	next, err := fn(prev, now)
-	if next != nil {
-		sh.records[key] = next
-		// An entry is pushed only when the purge time moves; evict re-queues
-		// an entry whose record's purge time moved later since.
-		if prev == nil || !next.PurgeAt().Equal(prev.PurgeAt()) {
-			heap.Push(&sh.purge, purgeItem{at: next.PurgeAt(), key: key})
-		}
-		sh.evict(now, evictPerWrite)
-	}
-	return err
+	s.begin(o, key)
+	return nil
 }
 
 // Claim implements once.Store.
@@ -104,30 +126,49 @@ func (s *Store) Claim(_ context.Context, req once.ClaimRequest) (once.ClaimResul
 	if err := req.Validate(); err != nil {
 		return once.ClaimResult{}, err
 	}
-	req.Fingerprint = clone(req.Fingerprint)
-	var res once.ClaimResult
-	err := s.update(req.Key, func(r *once.Record, now time.Time) (*once.Record, error) {
-		next, cr := fsm.Claim(r, req, now)
-		res = cr
-		res.Record = cr.Record.Clone()
-		return next, nil
-	})
-	return res, err
+	if s.closed.Load() {
+		return once.ClaimResult{}, once.ErrClosed
+	}
+	var o op
+	s.begin(&o, req.Key)
+	defer o.end()
+	var n once.Record
+	changed, res := fsm.ClaimInto(&n, o.record(), req, o.now)
+	if changed {
+		o.store(&n, true)
+	}
+	res.Record = detach(res.Record)
+	return res, nil
 }
 
 // Complete implements once.Store.
 func (s *Store) Complete(_ context.Context, key once.Key, token uint64, result once.Result) error {
-	result = result.Clone()
-	return s.update(key, func(r *once.Record, now time.Time) (*once.Record, error) {
-		return fsm.Complete(r, token, result, now)
-	})
+	var o op
+	if err := s.open(&o, key); err != nil {
+		return err
+	}
+	defer o.end()
+	var n once.Record
+	changed, err := fsm.CompleteInto(&n, o.record(), token, result, o.now)
+	if changed {
+		o.store(&n, true)
+	}
+	return err
 }
 
 // Release implements once.Store.
 func (s *Store) Release(_ context.Context, key once.Key, token uint64) error {
-	return s.update(key, func(r *once.Record, now time.Time) (*once.Record, error) {
-		return fsm.Release(r, token, now)
-	})
+	var o op
+	if err := s.open(&o, key); err != nil {
+		return err
+	}
+	defer o.end()
+	var n once.Record
+	changed, err := fsm.ReleaseInto(&n, o.record(), token, o.now)
+	if changed {
+		o.store(&n, false)
+	}
+	return err
 }
 
 // Extend implements once.Store.
@@ -135,29 +176,46 @@ func (s *Store) Extend(_ context.Context, key once.Key, token uint64, lease time
 	if lease <= 0 {
 		return once.ErrInvalidArgument
 	}
-	return s.update(key, func(r *once.Record, now time.Time) (*once.Record, error) {
-		return fsm.Extend(r, token, lease, now)
-	})
+	var o op
+	if err := s.open(&o, key); err != nil {
+		return err
+	}
+	defer o.end()
+	var n once.Record
+	changed, err := fsm.ExtendInto(&n, o.record(), token, lease, o.now)
+	if changed {
+		o.store(&n, false)
+	}
+	return err
 }
 
 // Get implements once.Store.
 func (s *Store) Get(_ context.Context, key once.Key) (once.Record, error) {
-	var out once.Record
-	err := s.update(key, func(r *once.Record, now time.Time) (*once.Record, error) {
-		live, err := fsm.Get(r, now)
-		if err == nil {
-			out = live.Clone()
-		}
-		return nil, err
-	})
-	return out, err
+	var o op
+	if err := s.open(&o, key); err != nil {
+		return once.Record{}, err
+	}
+	defer o.end()
+	live, err := fsm.Get(o.record(), o.now)
+	if err != nil {
+		return once.Record{}, err
+	}
+	return detach(*live), nil
 }
 
 // Delete implements once.Store.
 func (s *Store) Delete(_ context.Context, key once.Key) error {
-	return s.update(key, func(r *once.Record, now time.Time) (*once.Record, error) {
-		return fsm.Delete(r, now)
-	})
+	var o op
+	if err := s.open(&o, key); err != nil {
+		return err
+	}
+	defer o.end()
+	var n once.Record
+	changed, err := fsm.DeleteInto(&n, o.record(), o.now)
+	if changed {
+		o.store(&n, false)
+	}
+	return err
 }
 
 // Advance implements once.Store.
@@ -168,7 +226,7 @@ func (s *Store) Advance(_ context.Context, scope, entity string, version uint64)
 	if err := (once.Key{Scope: scope, ID: entity}).Validate(); err != nil {
 		return false, 0, err
 	}
-	sh := s.shard(scope, entity)
+	sh := s.shard(s.hash(scope, entity))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	k := versionKey{scope, entity}
@@ -192,7 +250,7 @@ func (s *Store) Sweep(_ context.Context, limit int) (int, error) {
 		}
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += sh.evict(s.now(), limit-n)
+		n += sh.evict(s.tl.now(), &s.tl, limit-n)
 		sh.mu.Unlock()
 	}
 	return n, nil
@@ -205,17 +263,7 @@ func (s *Store) List(_ context.Context, scope string, fn func(once.Record) bool)
 		return once.ErrClosed
 	}
 	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		now := s.now()
-		var live []once.Record
-		for k, r := range sh.records {
-			if k.Scope == scope && r.Live(now) {
-				live = append(live, r.Clone())
-			}
-		}
-		sh.mu.Unlock()
-		for _, r := range live {
+		for _, r := range s.shards[i].live(scope, &s.tl) {
 			if !fn(r) {
 				return nil
 			}
@@ -230,7 +278,7 @@ func (s *Store) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.records)
+		n += sh.n
 		sh.mu.Unlock()
 	}
 	return n
@@ -242,48 +290,11 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// evict looks at no more than limit due heap entries of the shard and
-// forgets the records among them that are purgeable. It returns how many it
-// forgot. An entry whose record's purge time moved later is pushed again at
-// that time; one whose record is gone is dropped.
-func (sh *shard) evict(now time.Time, limit int) int {
-	n := 0
-	for seen := 0; seen < limit && sh.purge.Len() > 0 && !now.Before(sh.purge[0].at); seen++ {
-		it := heap.Pop(&sh.purge).(purgeItem)
-		r, ok := sh.records[it.key]
-		switch {
-		case !ok:
-		case fsm.Purgeable(r, now):
-			delete(sh.records, it.key)
-			n++
-		case r.PurgeAt().After(it.at):
-			heap.Push(&sh.purge, purgeItem{at: r.PurgeAt(), key: it.key})
-		}
-	}
-	return n
-}
-
-func clone(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append([]byte(nil), b...)
-}
-
-type purgeItem struct {
-	at  time.Time
-	key once.Key
-}
-
-type purgeHeap []purgeItem
-
-func (h purgeHeap) Len() int           { return len(h) }
-func (h purgeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h purgeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *purgeHeap) Push(x any)        { *h = append(*h, x.(purgeItem)) }
-func (h *purgeHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
+// detach returns r with its own copies of the bytes a view shares with the
+// store (a view's metadata map is already its own), so that callers may keep
+// or modify what they are given.
+func detach(r once.Record) once.Record {
+	r.Fingerprint = bytes.Clone(r.Fingerprint)
+	r.Result.Data = bytes.Clone(r.Result.Data)
+	return r
 }

@@ -3,6 +3,7 @@ package memstore_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -133,4 +134,44 @@ func TestConformanceSystemClock(t *testing.T) {
 	storetest.RunServerClock(t, func(tb testing.TB) once.Store {
 		return memstore.New(memstore.Config{})
 	})
+}
+
+// TestConformanceInexactTimes runs the suite with a clock whose readings
+// alternate between two locations, so that a record written at every other
+// reading keeps its times aside rather than as offsets from the first.
+func TestConformanceInexactTimes(t *testing.T) {
+	storetest.Run(t, func(tb testing.TB, clock once.Clock) once.Store {
+		east := time.FixedZone("east", 3600)
+		var n atomic.Int64
+		return memstore.New(memstore.Config{Clock: func() time.Time {
+			if n.Add(1)%2 == 0 {
+				return clock().In(east)
+			}
+			return clock()
+		}})
+	})
+}
+
+// TestCenturiesOfRetention: a retention too long for the store's offsets
+// still holds exactly, and the record is never purged early.
+func TestCenturiesOfRetention(t *testing.T) {
+	ctx := t.Context()
+	clock := storetest.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := memstore.New(memstore.Config{Clock: clock.Clock()})
+	k := once.Key{ID: "forever"}
+	req := once.ClaimRequest{Key: k, Lease: time.Minute, Retention: math.MaxInt64}
+	cr, err := s.Claim(ctx, req)
+	if err != nil || cr.Outcome != once.Acquired || !cr.Record.ExpiresAt.Equal(clock.Now().Add(math.MaxInt64)) {
+		t.Fatalf("Claim = %+v, %v", cr, err)
+	}
+	if err := s.Complete(ctx, k, cr.Token, once.Result{Data: []byte("ok")}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(200 * 365 * 24 * time.Hour)
+	if n, _ := s.Sweep(ctx, 10); n != 0 {
+		t.Fatalf("Sweep forgot %d records 200 years into a 292-year retention", n)
+	}
+	if cr, err := s.Claim(ctx, req); err != nil || cr.Outcome != once.Completed || string(cr.Record.Result.Data) != "ok" {
+		t.Fatalf("Claim 200 years on = %+v, %v; want the completed record", cr, err)
+	}
 }

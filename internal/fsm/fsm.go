@@ -15,20 +15,28 @@ import (
 
 // Claim applies a claim to r.
 func Claim(r *once.Record, req once.ClaimRequest, now time.Time) (next *once.Record, res once.ClaimResult) {
+	var n once.Record
+	changed, res := ClaimInto(&n, r, req, now)
+	return boxed(&n, changed), res
+}
+
+// ClaimInto is Claim writing the record to store into *n instead of a new
+// allocation. It reports whether there is one; if not, *n is left alone.
+func ClaimInto(n, r *once.Record, req once.ClaimRequest, now time.Time) (changed bool, res once.ClaimResult) {
 	if r != nil && r.Live(now) && r.State != once.StateReleased {
 		if len(req.Fingerprint) > 0 && len(r.Fingerprint) > 0 && !bytes.Equal(req.Fingerprint, r.Fingerprint) {
-			return nil, once.ClaimResult{Outcome: once.Mismatch, Record: *r}
+			return false, once.ClaimResult{Outcome: once.Mismatch, Record: *r}
 		}
 		switch {
 		case r.State == once.StateCompleted:
-			return nil, once.ClaimResult{Outcome: once.Completed, Record: *r}
+			return false, once.ClaimResult{Outcome: once.Completed, Record: *r}
 		case !r.Abandoned(now):
-			return nil, once.ClaimResult{Outcome: once.InProgress, Record: *r, RetryAfter: r.LeaseExpiresAt.Sub(now)}
+			return false, once.ClaimResult{Outcome: once.InProgress, Record: *r, RetryAfter: r.LeaseExpiresAt.Sub(now)}
 		case req.Policy != once.AbandonRetry:
-			return nil, once.ClaimResult{Outcome: once.Abandoned, Record: *r}
+			return false, once.ClaimResult{Outcome: once.Abandoned, Record: *r}
 		}
 	}
-	n := &once.Record{
+	fresh := once.Record{
 		Key:            req.Key,
 		Fingerprint:    req.Fingerprint,
 		State:          once.StateInProgress,
@@ -41,18 +49,29 @@ func Claim(r *once.Record, req once.ClaimRequest, now time.Time) (next *once.Rec
 		UpdatedAt:      now,
 	}
 	if r != nil {
-		keepPurge(n, r)
-		n.Token = r.Token + 1
+		keepPurge(&fresh, r)
+		fresh.Token = r.Token + 1
 		if r.Live(now) {
 			// Released or abandoned: the same key lives on.
-			n.Attempts = r.Attempts + 1
-			n.CreatedAt = r.CreatedAt
-			if r.State == once.StateInProgress && len(n.Fingerprint) == 0 {
-				n.Fingerprint = r.Fingerprint
+			fresh.Attempts = r.Attempts + 1
+			fresh.CreatedAt = r.CreatedAt
+			if r.State == once.StateInProgress && len(fresh.Fingerprint) == 0 {
+				fresh.Fingerprint = r.Fingerprint
 			}
 		}
 	}
-	return n, once.ClaimResult{Outcome: once.Acquired, Token: n.Token, Record: *n}
+	*n = fresh
+	return true, once.ClaimResult{Outcome: once.Acquired, Token: fresh.Token, Record: fresh}
+}
+
+// boxed returns a copy of *n on the heap if changed, else nil. The copy is
+// made only when needed, so that the Into functions allocate nothing.
+func boxed(n *once.Record, changed bool) *once.Record {
+	if !changed {
+		return nil
+	}
+	c := *n
+	return &c
 }
 
 // holds reports whether token currently holds r.
@@ -62,57 +81,82 @@ func holds(r *once.Record, token uint64, now time.Time) bool {
 
 // Complete applies a completion to r.
 func Complete(r *once.Record, token uint64, result once.Result, now time.Time) (*once.Record, error) {
+	var n once.Record
+	changed, err := CompleteInto(&n, r, token, result, now)
+	return boxed(&n, changed), err
+}
+
+// CompleteInto is Complete writing the record to store into *n. It reports
+// whether there is one; if not, *n is left alone.
+func CompleteInto(n, r *once.Record, token uint64, result once.Result, now time.Time) (bool, error) {
 	if !holds(r, token, now) {
-		return nil, once.ErrFenced
+		return false, once.ErrFenced
 	}
 	switch r.State {
 	case once.StateCompleted:
 		if r.Result.Equal(result) {
-			return nil, nil
+			return false, nil
 		}
-		return nil, once.ErrFenced
+		return false, once.ErrFenced
 	case once.StateInProgress:
-		n := *r
+		*n = *r
 		n.State = once.StateCompleted
 		n.Result = result
 		n.CompletedAt = now
 		n.UpdatedAt = now
-		return &n, nil
+		return true, nil
 	}
-	return nil, once.ErrFenced
+	return false, once.ErrFenced
 }
 
 // Release applies a release to r.
 func Release(r *once.Record, token uint64, now time.Time) (*once.Record, error) {
+	var n once.Record
+	changed, err := ReleaseInto(&n, r, token, now)
+	return boxed(&n, changed), err
+}
+
+// ReleaseInto is Release writing the record to store into *n. It reports
+// whether there is one; if not, *n is left alone.
+func ReleaseInto(n, r *once.Record, token uint64, now time.Time) (bool, error) {
 	if !holds(r, token, now) {
-		return nil, once.ErrFenced
+		return false, once.ErrFenced
 	}
 	switch r.State {
 	case once.StateReleased:
-		return nil, nil
+		return false, nil
 	case once.StateInProgress:
-		n := *r
+		*n = *r
 		n.State = once.StateReleased
 		n.UpdatedAt = now
-		return &n, nil
+		return true, nil
 	}
-	return nil, once.ErrFenced
+	return false, once.ErrFenced
 }
 
 // Extend applies a lease renewal to r.
 func Extend(r *once.Record, token uint64, lease time.Duration, now time.Time) (*once.Record, error) {
+	var n once.Record
+	changed, err := ExtendInto(&n, r, token, lease, now)
+	return boxed(&n, changed), err
+}
+
+// ExtendInto is Extend writing the record to store into *n. It reports
+// whether there is one; if not, *n is left alone.
+func ExtendInto(n, r *once.Record, token uint64, lease time.Duration, now time.Time) (bool, error) {
 	if !holds(r, token, now) || r.State != once.StateInProgress {
-		return nil, once.ErrFenced
+		return false, once.ErrFenced
 	}
-	n := *r
-	n.Lease = lease
-	n.LeaseExpiresAt = now.Add(lease)
-	if n.ExpiresAt.Before(n.LeaseExpiresAt) {
-		n.ExpiresAt = n.LeaseExpiresAt
+	e := *r
+	e.Lease = lease
+	e.LeaseExpiresAt = now.Add(lease)
+	if e.ExpiresAt.Before(e.LeaseExpiresAt) {
+		e.ExpiresAt = e.LeaseExpiresAt
 	}
-	n.UpdatedAt = now
-	keepPurge(&n, r)
-	return &n, nil
+	e.UpdatedAt = now
+	keepPurge(&e, r)
+	*n = e
+	return true, nil
 }
 
 // keepPurge makes sure that n, which replaces r, is not purged before r would
@@ -129,10 +173,18 @@ func keepPurge(n, r *once.Record) {
 // Delete makes r absent while keeping its tombstone: the record expires now
 // and is purged a lease later.
 func Delete(r *once.Record, now time.Time) (*once.Record, error) {
+	var n once.Record
+	changed, err := DeleteInto(&n, r, now)
+	return boxed(&n, changed), err
+}
+
+// DeleteInto is Delete writing the record to store into *n. It reports
+// whether there is one; if not, *n is left alone.
+func DeleteInto(n, r *once.Record, now time.Time) (bool, error) {
 	if r == nil || !r.Live(now) {
-		return nil, once.ErrNotFound
+		return false, once.ErrNotFound
 	}
-	n := *r
+	*n = *r
 	n.ExpiresAt = now
 	if n.LeaseExpiresAt.After(now) {
 		// A holder may still be at work: keep the counter until its lease
@@ -140,7 +192,7 @@ func Delete(r *once.Record, now time.Time) (*once.Record, error) {
 		n.Lease += n.LeaseExpiresAt.Sub(now)
 	}
 	n.UpdatedAt = now
-	return &n, nil
+	return true, nil
 }
 
 // Get returns r if it is live, else ErrNotFound.

@@ -1,0 +1,201 @@
+package memstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"time"
+
+	"github.com/oncehq/once"
+)
+
+// rec is a record as a shard keeps it. Its only pointer is blob, which holds
+// no pointers: a million records are a million small objects for the garbage
+// collector to mark and nothing for it to scan, where a *once.Record (strings,
+// slices, a metadata map, five *time.Location) is several objects to follow.
+type rec struct {
+	// blob holds the key's scope and ID, the fingerprint, the result's data
+	// and its metadata as (uvarint length, bytes) pairs, in that order. It
+	// is never modified once built, so views of it stay valid.
+	blob     []byte
+	hash     uint64
+	next     int32 // next slot with the same hash, or the next free slot; -1 ends
+	hpos     int32 // index of the slot's entry in the purge heap
+	token    uint64
+	lease    int64
+	times    [numTimes]int64 // offsets on the store's timeline, unless inexact
+	fpLen    uint32
+	dataLen  uint32
+	attempts uint32
+	scopeLen uint16
+	idLen    uint8
+	state    once.State // 0 marks a free slot
+	flags    uint8
+}
+
+// The record's times, in rec.times.
+const (
+	tLeaseExpires = iota
+	tExpires
+	tCreated
+	tUpdated
+	tCompleted
+	numTimes
+)
+
+const (
+	hasFingerprint = 1 << iota // nil and empty slices and maps stay apart
+	hasData
+	hasMeta
+	inexact // times are in shard.inexact: the clock gave times offsets cannot reproduce
+)
+
+func (r *rec) key() (scope, id []byte) {
+	n := int(r.scopeLen)
+	return r.blob[:n], r.blob[n : n+int(r.idLen)]
+}
+
+func (r *rec) is(k once.Key) bool {
+	scope, id := r.key()
+	return string(id) == k.ID && string(scope) == k.Scope
+}
+
+// fingerprint, data and meta return views of the blob.
+func (r *rec) fingerprint() []byte {
+	at := int(r.scopeLen) + int(r.idLen)
+	return r.blob[at : at+int(r.fpLen) : at+int(r.fpLen)]
+}
+
+// smallPayload is the size up to which pack builds a payload on the stack.
+const smallPayload = 128
+
+func appendPayload(b []byte, n *once.Record) []byte {
+	b = append(b, n.Key.Scope...)
+	b = append(b, n.Key.ID...)
+	b = append(b, n.Fingerprint...)
+	b = append(b, n.Result.Data...)
+	for k, v := range n.Result.Meta {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
+
+func (r *rec) data() []byte {
+	at := int(r.scopeLen) + int(r.idLen) + int(r.fpLen)
+	return r.blob[at : at+int(r.dataLen) : at+int(r.dataLen)]
+}
+
+func (r *rec) meta() []byte {
+	return r.blob[int(r.scopeLen)+int(r.idLen)+int(r.fpLen)+int(r.dataLen):]
+}
+
+// pack stores the payload of n (key, fingerprint, result) in a new blob.
+func (r *rec) pack(n *once.Record) {
+	size := len(n.Key.Scope) + len(n.Key.ID) + len(n.Fingerprint) + len(n.Result.Data)
+	if size > smallPayload {
+		for k, v := range n.Result.Meta {
+			size += 2*binary.MaxVarintLen64 + len(k) + len(v)
+		}
+		r.blob = appendPayload(make([]byte, 0, size), n)
+	} else {
+		// Built on the stack and copied into a blob of the right size, so
+		// that the metadata map is walked once.
+		var scratch [2 * smallPayload]byte
+		r.blob = bytes.Clone(appendPayload(scratch[:0], n))
+	}
+	r.scopeLen = uint16(len(n.Key.Scope))
+	r.idLen = uint8(len(n.Key.ID))
+	r.fpLen = uint32(len(n.Fingerprint))
+	r.dataLen = uint32(len(n.Result.Data))
+	r.flags &^= hasFingerprint | hasData | hasMeta
+	r.flags |= flagIf(n.Fingerprint != nil, hasFingerprint) | flagIf(n.Result.Data != nil, hasData) | flagIf(n.Result.Meta != nil, hasMeta)
+}
+
+// set stores the fixed-size fields of n. It reports false, storing nothing
+// of the times, if they do not all have exact offsets on tl.
+func (r *rec) set(n *once.Record, tl *timeline) (exact bool) {
+	r.state = n.State
+	r.token = n.Token
+	r.attempts = n.Attempts
+	r.lease = int64(n.Lease)
+	var offs [numTimes]int64
+	exact = true
+	for i, t := range recordTimes(n) {
+		var ok bool
+		offs[i], ok = tl.offset(t)
+		exact = exact && ok
+	}
+	if exact {
+		r.times = offs
+		r.flags &^= inexact
+	} else {
+		r.flags |= inexact
+	}
+	return exact
+}
+
+// view returns the record with key k. Its Fingerprint and Result.Data alias
+// the blob (read-only); its Result.Meta is built afresh, so it belongs to
+// whoever receives the record. times are the record's times if inexact.
+func (r *rec) view(k once.Key, tl *timeline, times *[numTimes]time.Time) once.Record {
+	v := once.Record{
+		Key:      k,
+		State:    r.state,
+		Token:    r.token,
+		Attempts: r.attempts,
+		Lease:    time.Duration(r.lease),
+	}
+	if r.flags&hasFingerprint != 0 {
+		v.Fingerprint = r.fingerprint()
+	}
+	if r.flags&hasData != 0 {
+		v.Result.Data = r.data()
+	}
+	if r.flags&hasMeta != 0 {
+		v.Result.Meta = unpackMeta(r.meta())
+	}
+	var ts [numTimes]time.Time
+	if times == nil {
+		for i, off := range r.times {
+			ts[i] = tl.at(off)
+		}
+		times = &ts
+	}
+	v.LeaseExpiresAt, v.ExpiresAt, v.CreatedAt, v.UpdatedAt, v.CompletedAt = times[0], times[1], times[2], times[3], times[4]
+	return v
+}
+
+func recordTimes(n *once.Record) [numTimes]time.Time {
+	return [numTimes]time.Time{n.LeaseExpiresAt, n.ExpiresAt, n.CreatedAt, n.UpdatedAt, n.CompletedAt}
+}
+
+// unpackMeta decodes metadata into a new map whose strings share one new
+// allocation, not the blob.
+func unpackMeta(b []byte) map[string]string {
+	s := string(b)
+	m := make(map[string]string)
+	for at := 0; at < len(b); {
+		k, next := field(b, s, at)
+		v, next := field(b, s, next)
+		m[k] = v
+		at = next
+	}
+	return m
+}
+
+// field reads the (uvarint length, bytes) pair at b[at:] and returns it as a
+// substring of s, which holds the same bytes as b.
+func field(b []byte, s string, at int) (string, int) {
+	n, w := binary.Uvarint(b[at:])
+	start := at + w
+	return s[start : start+int(n)], start + int(n)
+}
+
+func flagIf(cond bool, f uint8) uint8 {
+	if cond {
+		return f
+	}
+	return 0
+}

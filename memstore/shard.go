@@ -201,6 +201,11 @@ type purgeItem struct {
 }
 
 func (h *purgeHeap) push(slot int32, at int64) {
+	if len(h.items) == cap(h.items) {
+		// Doubling, where append grows large slices by a quarter: a
+		// growing store copies its heap half as often.
+		h.items = append(make([]purgeItem, 0, max(2*cap(h.items), 64)), h.items...)
+	}
 	h.items = append(h.items, purgeItem{at: at, slot: slot})
 	h.sh.rec(slot).hpos = int32(len(h.items) - 1)
 	h.up(len(h.items) - 1)

@@ -131,7 +131,14 @@ func TestCrash(t *testing.T) {
 // the whole lines it printed.
 func runAndKill(t *testing.T, bin, path string, run int, rng *rand.Rand) []string {
 	t.Helper()
-	cmd := exec.Command(bin, "-mode", "loop", "-path", path, "-run", strconv.Itoa(run))
+	// Runs differ in how often they checkpoint: never during the run, often,
+	// or after every few writes, so that kills land in every phase.
+	cp := [][]string{
+		{"-checkpoint-interval", "1h", "-checkpoint-records", "1000000"},
+		{"-checkpoint-interval", "20ms"},
+		{"-checkpoint-records", "8"},
+	}[run%3]
+	cmd := exec.Command(bin, append([]string{"-mode", "loop", "-path", path, "-run", strconv.Itoa(run)}, cp...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -33,24 +33,11 @@ func recoverLog(db *bbolt.DB, path string) (last uint64, nums []uint64, err erro
 		if err != nil {
 			return 0, nil, err
 		}
-		var payloads [][]byte
-		for off, prev := 0, uint64(0); ; {
-			seq, payload, size, ok := nextFrame(data[off:])
-			if !ok || (prev != 0 && seq != prev+1) {
-				break
-			}
-			off, prev = off+size, seq
-			switch {
-			case seq <= cp:
-				// covered by the checkpoint
-			case seq == last+1:
-				payloads = append(payloads, payload)
-				last = seq
-			default:
-				return 0, nil, fmt.Errorf("log %s: frame %d follows frame %d: frames are missing "+
-					"(were log files of another store copied here?)", seg, seq, last)
-			}
+		payloads, next, err := scanSegment(data, cp, last)
+		if err != nil {
+			return 0, nil, fmt.Errorf("log %s: %w", seg, err)
 		}
+		last = next
 		if len(payloads) == 0 {
 			continue
 		}
@@ -68,4 +55,27 @@ func recoverLog(db *bbolt.DB, path string) (last uint64, nums []uint64, err erro
 		}
 	}
 	return last, nums, nil
+}
+
+// scanSegment returns the payloads of the frames of the segment data that
+// the checkpoint cp does not cover, given that the log's frames so far end
+// at last, and the number of the last frame then.
+func scanSegment(data []byte, cp, last uint64) (payloads [][]byte, _ uint64, _ error) {
+	for off, prev := 0, uint64(0); ; {
+		seq, payload, size, ok := nextFrame(data[off:])
+		if !ok || (prev != 0 && seq != prev+1) {
+			return payloads, last, nil
+		}
+		off, prev = off+size, seq
+		switch {
+		case seq <= cp:
+			// covered by the checkpoint
+		case seq == last+1:
+			payloads = append(payloads, payload)
+			last = seq
+		default:
+			return nil, 0, fmt.Errorf("frame %d follows frame %d: frames are missing "+
+				"(were log files of another store copied here?)", seq, last)
+		}
+	}
 }

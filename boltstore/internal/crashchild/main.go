@@ -3,8 +3,11 @@
 // prints each acknowledgement, one line per write, only after the store
 // returned; in open mode it only opens the store, to test the file lock.
 //
-//	crashchild -mode loop -path FILE -run N
+//	crashchild -mode loop -path FILE -run N [-checkpoint-records N] [-checkpoint-interval D]
 //	crashchild -mode open -path FILE
+
+// The checkpoint flags make checkpoints (and so log segment switches and
+// reuse) frequent, so that kills land in them too.
 //
 // Lines printed in loop mode:
 //
@@ -35,15 +38,18 @@ func main() {
 	mode := flag.String("mode", "loop", "loop or open")
 	path := flag.String("path", "", "store file")
 	run := flag.Int("run", 0, "run number, part of every fresh key")
+	cfg := boltstore.Config{LockTimeout: 300 * time.Millisecond}
+	flag.IntVar(&cfg.CheckpointRecords, "checkpoint-records", 0, "Config.CheckpointRecords")
+	flag.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 0, "Config.CheckpointInterval")
 	flag.Parse()
-	if err := start(*mode, *path, *run); err != nil {
+	if err := start(*mode, *path, *run, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "crashchild:", err)
 		os.Exit(1)
 	}
 }
 
-func start(mode, path string, run int) error {
-	s, err := boltstore.Open(path, boltstore.Config{LockTimeout: 300 * time.Millisecond})
+func start(mode, path string, run int, cfg boltstore.Config) error {
+	s, err := boltstore.Open(path, cfg)
 	if err != nil {
 		return err
 	}

@@ -460,6 +460,7 @@ func (s *Store) closeLog() error {
 		return fmt.Errorf("boltstore: close %s: checkpoint (the log is kept for the next Open): %w", s.path, err)
 	}
 	os.Remove(s.log.path)
+	s.cp.retire()
 	s.cp.close()
 	if !s.noSync {
 		syncDir(filepath.Dir(s.path))

@@ -23,6 +23,11 @@ const maxBatch = 1024
 // maxArena is the largest encoding buffer the writer keeps between batches.
 const maxArena = 1 << 20
 
+// maxBatchBytes bounds the results and fingerprints a batch carries (its
+// first operation is taken whatever its size), so that frames stay far
+// below maxFrame.
+const maxBatchBytes = 64 << 20
+
 type opKind uint8
 
 const (
@@ -120,7 +125,7 @@ func (s *Store) writer() {
 		case <-s.stop:
 			// Close set closed before stop: nothing more can be queued.
 			for len(s.queue) > 0 {
-				b.ops = b.ops[:0]
+				b.ops = append(b.ops[:0], <-s.queue)
 				s.fill(b)
 				b.commit()
 			}
@@ -141,16 +146,24 @@ func (s *Store) settle() {
 	}
 }
 
-// fill adds to b the operations queued right now, up to maxBatch.
+// fill adds to b the operations queued right now, up to maxBatch, and
+// until their results reach maxBatchBytes.
 func (s *Store) fill(b *batch) {
-	for len(b.ops) < maxBatch {
+	size := b.ops[0].size()
+	for len(b.ops) < maxBatch && size < maxBatchBytes {
 		select {
 		case o := <-s.queue:
 			b.ops = append(b.ops, o)
+			size += o.size()
 		default:
 			return
 		}
 	}
+}
+
+// size is about what o adds to a frame beyond its key and times.
+func (o *op) size() int {
+	return len(o.result.Data) + len(o.req.Fingerprint)
 }
 
 // batch is the writer's state for one group commit.
@@ -201,6 +214,9 @@ func (b *batch) commit() {
 	if cap(b.buf) > maxArena {
 		b.buf = nil
 	}
+	if cap(b.scratch) > maxArena {
+		b.scratch = nil
+	}
 	if s.checkpointDue() {
 		select {
 		case s.kick <- struct{}{}:
@@ -223,6 +239,9 @@ func (b *batch) run() error {
 	}
 	if len(b.changes) == 0 {
 		return nil
+	}
+	if len(b.buf)-frameHeaderLen > maxFrame {
+		return fmt.Errorf("%w: boltstore: a batch of %d bytes, the most is %d", once.ErrInvalidArgument, len(b.buf)-frameHeaderLen, maxFrame)
 	}
 	frame := bytes.Clone(b.buf)
 	seq := s.seq + 1

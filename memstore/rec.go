@@ -124,16 +124,16 @@ func (r *rec) set(n *once.Record, tl *timeline) (exact bool) {
 	exact = true
 	for i, t := range recordTimes(n) {
 		var ok bool
-		offs[i], ok = tl.offset(t)
+		offs[i], ok = tl.offset(*t)
 		exact = exact && ok
 	}
-	if exact {
-		r.times = offs
-		r.flags &^= inexact
-	} else {
+	if !exact {
 		r.flags |= inexact
+		return false
 	}
-	return exact
+	r.times = offs
+	r.flags &^= inexact
+	return true
 }
 
 // view returns the record with key k. Its Fingerprint and Result.Data alias
@@ -156,19 +156,19 @@ func (r *rec) view(k once.Key, tl *timeline, times *[numTimes]time.Time) once.Re
 	if r.flags&hasMeta != 0 {
 		v.Result.Meta = unpackMeta(r.meta())
 	}
-	var ts [numTimes]time.Time
-	if times == nil {
-		for i, off := range r.times {
-			ts[i] = tl.at(off)
+	for i, t := range recordTimes(&v) {
+		if times != nil {
+			*t = times[i]
+		} else {
+			*t = tl.at(r.times[i])
 		}
-		times = &ts
 	}
-	v.LeaseExpiresAt, v.ExpiresAt, v.CreatedAt, v.UpdatedAt, v.CompletedAt = times[0], times[1], times[2], times[3], times[4]
 	return v
 }
 
-func recordTimes(n *once.Record) [numTimes]time.Time {
-	return [numTimes]time.Time{n.LeaseExpiresAt, n.ExpiresAt, n.CreatedAt, n.UpdatedAt, n.CompletedAt}
+// recordTimes returns n's times in the order of rec.times.
+func recordTimes(n *once.Record) [numTimes]*time.Time {
+	return [numTimes]*time.Time{&n.LeaseExpiresAt, &n.ExpiresAt, &n.CreatedAt, &n.UpdatedAt, &n.CompletedAt}
 }
 
 // unpackMeta decodes metadata into a new map whose strings share one new

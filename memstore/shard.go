@@ -117,7 +117,10 @@ func (sh *shard) put(slot int32, n *once.Record, tl *timeline, repack, fresh boo
 		}
 		at = addSat(r.times[tExpires], r.lease)
 	} else {
-		ts := recordTimes(n)
+		var ts [numTimes]time.Time
+		for i, t := range recordTimes(n) {
+			ts[i] = *t
+		}
 		sh.inexact[slot] = &ts
 		at, _ = tl.offset(n.PurgeAt())
 	}

@@ -54,7 +54,7 @@ func New(cfg Config) *Store {
 }
 
 // hash hashes a key (or a version's scope and entity). Its top bits pick the
-// shard; shards index records by all of it.
+// shard; shards index records by its low 32 bits.
 func (s *Store) hash(scope, id string) uint64 {
 	return maphash.String(s.seed, id) ^ bits.RotateLeft64(maphash.String(s.seed, scope), 32)
 }
@@ -81,7 +81,7 @@ func (s *Store) begin(o *op, key once.Key) {
 	o.sh = s.shard(o.hash)
 	o.sh.mu.Lock()
 	o.now = s.tl.now()
-	o.slot, o.head = o.sh.find(key, o.hash)
+	o.slot, o.head = o.sh.find(key, uint32(o.hash))
 	if o.slot >= 0 {
 		o.cur = o.sh.view(o.slot, key, &s.tl)
 	}
@@ -102,7 +102,7 @@ func (o *op) record() *once.Record {
 func (o *op) store(n *once.Record, repack bool) {
 	fresh := o.slot < 0
 	if fresh {
-		o.slot = o.sh.add(o.hash, o.head)
+		o.slot = o.sh.add(uint32(o.hash), o.head)
 		repack = true
 	}
 	o.sh.put(o.slot, n, &o.s.tl, repack, fresh)

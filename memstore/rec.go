@@ -17,12 +17,12 @@ type rec struct {
 	// and its metadata as (uvarint length, bytes) pairs, in that order. It
 	// is never modified once built, so views of it stay valid.
 	blob     []byte
-	hash     uint64
-	next     int32 // next slot with the same hash, or the next free slot; -1 ends
-	hpos     int32 // index of the slot's entry in the purge heap
 	token    uint64
 	lease    int64
 	times    [numTimes]int64 // offsets on the store's timeline, unless inexact
+	hash     uint32          // the key's index hash
+	next     int32           // next slot with the same hash, or the next free slot; -1 ends
+	hpos     int32           // index of the slot's entry in the purge heap
 	fpLen    uint32
 	dataLen  uint32
 	attempts uint32

@@ -14,11 +14,12 @@ const pageBits = 8
 type versionKey struct{ scope, entity string }
 
 // shard holds the records whose key hashes to it, under its own lock.
-// Records live in slots; index finds a key's slot by the key's hash. Keys
-// whose hashes collide share a chain through rec.next.
+// Records live in slots; index finds a key's slot by 32 bits of the key's
+// hash (the bits that did not pick the shard), which halves its size. Keys
+// whose index hashes collide share a chain through rec.next.
 type shard struct {
 	mu       sync.Mutex
-	index    map[uint64]int32 // hash → first slot with that hash
+	index    map[uint32]int32 // index hash → first slot with that hash
 	pages    [][]rec
 	slots    int32 // slots ever used
 	free     int32 // first free slot, -1 when none
@@ -29,7 +30,7 @@ type shard struct {
 }
 
 func (sh *shard) init() {
-	sh.index = make(map[uint64]int32)
+	sh.index = make(map[uint32]int32)
 	sh.free = -1
 	sh.purge.sh = sh
 	sh.inexact = make(map[int32]*[numTimes]time.Time)
@@ -42,7 +43,7 @@ func (sh *shard) rec(slot int32) *rec {
 
 // find returns the slot of key k, whose hash is h, or -1; and the first slot
 // with hash h, or -1, for add.
-func (sh *shard) find(k once.Key, h uint64) (slot, head int32) {
+func (sh *shard) find(k once.Key, h uint32) (slot, head int32) {
 	head, ok := sh.index[h]
 	if !ok {
 		return -1, -1
@@ -57,7 +58,7 @@ func (sh *shard) find(k once.Key, h uint64) (slot, head int32) {
 
 // add takes a free slot for a record with hash h, whose first slot find
 // returned as head, and links it in first.
-func (sh *shard) add(h uint64, head int32) int32 {
+func (sh *shard) add(h uint32, head int32) int32 {
 	slot := sh.free
 	if slot >= 0 {
 		sh.free = sh.rec(slot).next

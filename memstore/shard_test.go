@@ -74,7 +74,7 @@ func TestPurgeHeap(t *testing.T) {
 	sh.init()
 	const n = 200
 	for i := range n {
-		sh.add(uint64(i), -1)
+		sh.add(uint32(i), -1)
 		sh.purge.push(int32(i), int64((i*7919)%n))
 	}
 	for i := 0; i < n; i += 3 {

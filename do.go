@@ -341,8 +341,11 @@ func (e *Executor) attach(ctx context.Context, key Key, fp []byte, fn Func) (*fl
 }
 
 func (e *Executor) newFlight(ctx context.Context, sh *flightShard, key Key, fp []byte, fn Func) *flight {
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
 	return &flight{
-		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, ctx: context.WithoutCancel(ctx),
+		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, ctx: ctx,
 		refs: 1, decided: make(chan struct{}), done: make(chan struct{}),
 	}
 }

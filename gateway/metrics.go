@@ -18,16 +18,16 @@ import (
 type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
+	outcomes map[oncehttp.Outcome]prometheus.Counter // requests, by label
 	upstream prometheus.Histogram
 	store    *prometheus.HistogramVec
 
 	mu       sync.Mutex
-	inflight map[uint64]time.Time // executions running upstream, by start
-	next     uint64
+	inflight inflight // executions running upstream, oldest first
 }
 
 func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), inflight: make(map[uint64]time.Time)}
+	m := &metrics{reg: prometheus.NewRegistry(), outcomes: make(map[oncehttp.Outcome]prometheus.Counter)}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "once_requests_total",
 		Help: "Keyed requests by outcome (executed, replayed, waited, conflict, mismatch, missing_key, released, abandoned, store_error, ...).",
@@ -52,30 +52,68 @@ func newMetrics() *metrics {
 	}, func() float64 { _, age := m.inflightStats(); return age.Seconds() })
 	m.reg.MustRegister(m.requests, m.upstream, m.store, inflight, oldest,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The children are made once: a label lookup per request hashes and
+	// locks.
 	for _, o := range oncehttp.Outcomes {
-		m.requests.WithLabelValues(string(o))
+		m.outcomes[o] = m.requests.WithLabelValues(string(o))
 	}
 	return m
 }
 
 // observe counts a keyed request's outcome.
 func (m *metrics) observe(ev *oncehttp.Event) {
-	m.requests.WithLabelValues(string(ev.Outcome)).Inc()
+	c, ok := m.outcomes[ev.Outcome]
+	if !ok {
+		c = m.requests.WithLabelValues(string(ev.Outcome))
+	}
+	c.Inc()
 }
 
 func (m *metrics) inflightStats() (int, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var oldest time.Time
-	for _, t := range m.inflight {
-		if oldest.IsZero() || t.Before(oldest) {
-			oldest = t
-		}
-	}
-	if oldest.IsZero() {
+	if m.inflight.head == nil {
 		return 0, 0
 	}
-	return len(m.inflight), time.Since(oldest)
+	return m.inflight.n, time.Since(m.inflight.head.start)
+}
+
+// inflight is a list of the upstream calls under way, in the order they
+// started, so that the oldest is the head: adding and removing one is a few
+// pointer writes.
+type inflight struct {
+	head, tail *call
+	n          int
+}
+
+type call struct {
+	start      time.Time
+	prev, next *call
+}
+
+func (l *inflight) add(c *call) {
+	c.prev = l.tail
+	if l.tail != nil {
+		l.tail.next = c
+	} else {
+		l.head = c
+	}
+	l.tail = c
+	l.n++
+}
+
+func (l *inflight) remove(c *call) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		l.tail = c.prev
+	}
+	l.n--
 }
 
 // instrumentUpstream measures the upstream calls of keyed requests and
@@ -86,17 +124,16 @@ func (m *metrics) instrumentUpstream(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		start := time.Now()
+		c := &call{}
 		m.mu.Lock()
-		m.next++
-		id := m.next
-		m.inflight[id] = start
+		c.start = time.Now()
+		m.inflight.add(c)
 		m.mu.Unlock()
 		defer func() {
 			m.mu.Lock()
-			delete(m.inflight, id)
+			m.inflight.remove(c)
 			m.mu.Unlock()
-			m.upstream.Observe(time.Since(start).Seconds())
+			m.upstream.Observe(time.Since(c.start).Seconds())
 		}()
 		next.ServeHTTP(w, r)
 	})
@@ -105,44 +142,58 @@ func (m *metrics) instrumentUpstream(next http.Handler) http.Handler {
 // instrumentStore wraps s so that each operation's latency is observed. The
 // optional Watcher interface is kept, so that waiters are still notified.
 func (m *metrics) instrumentStore(s once.Store) once.Store {
-	is := &timedStore{Store: s, hist: m.store}
+	is := &timedStore{Store: s}
+	for i, op := range storeOps {
+		is.ops[i] = m.store.WithLabelValues(op)
+	}
 	if w, ok := s.(once.Watcher); ok {
 		return &timedWatcherStore{timedStore: is, w: w}
 	}
 	return is
 }
 
+// storeOps are the values of the op label, indexed by the op constants.
+var storeOps = [...]string{opClaim: "claim", opComplete: "complete", opRelease: "release", opExtend: "extend", opGet: "get"}
+
+const (
+	opClaim = iota
+	opComplete
+	opRelease
+	opExtend
+	opGet
+)
+
 type timedStore struct {
 	once.Store
-	hist *prometheus.HistogramVec
+	ops [len(storeOps)]prometheus.Observer
 }
 
-func (s *timedStore) time(op string, start time.Time) {
-	s.hist.WithLabelValues(op).Observe(time.Since(start).Seconds())
+func (s *timedStore) time(op int, start time.Time) {
+	s.ops[op].Observe(time.Since(start).Seconds())
 }
 
 func (s *timedStore) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
-	defer s.time("claim", time.Now())
+	defer s.time(opClaim, time.Now())
 	return s.Store.Claim(ctx, req)
 }
 
 func (s *timedStore) Complete(ctx context.Context, key once.Key, token uint64, res once.Result) error {
-	defer s.time("complete", time.Now())
+	defer s.time(opComplete, time.Now())
 	return s.Store.Complete(ctx, key, token, res)
 }
 
 func (s *timedStore) Release(ctx context.Context, key once.Key, token uint64) error {
-	defer s.time("release", time.Now())
+	defer s.time(opRelease, time.Now())
 	return s.Store.Release(ctx, key, token)
 }
 
 func (s *timedStore) Extend(ctx context.Context, key once.Key, token uint64, lease time.Duration) error {
-	defer s.time("extend", time.Now())
+	defer s.time(opExtend, time.Now())
 	return s.Store.Extend(ctx, key, token, lease)
 }
 
 func (s *timedStore) Get(ctx context.Context, key once.Key) (once.Record, error) {
-	defer s.time("get", time.Now())
+	defer s.time(opGet, time.Now())
 	return s.Store.Get(ctx, key)
 }
 

@@ -2,10 +2,11 @@ package oncehttp
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/oncehq/once"
@@ -108,8 +109,11 @@ type Event struct {
 }
 
 // LogAttrs returns the event as log attributes.
-func (e *Event) LogAttrs() []slog.Attr {
-	attrs := []slog.Attr{
+func (e *Event) LogAttrs() []slog.Attr { return e.appendAttrs(nil) }
+
+// appendAttrs appends the event's log attributes to attrs.
+func (e *Event) appendAttrs(attrs []slog.Attr) []slog.Attr {
+	attrs = append(attrs,
 		slog.String("request_id", e.RequestID),
 		slog.String("method", e.Method),
 		slog.String("path", e.Path),
@@ -120,7 +124,7 @@ func (e *Event) LogAttrs() []slog.Attr {
 		slog.Uint64("token", e.Token),
 		slog.Uint64("attempt", uint64(e.Attempts)),
 		slog.Float64("duration_ms", ms(e.Duration)),
-	}
+	)
 	if e.HandlerTime > 0 {
 		attrs = append(attrs, slog.Float64("upstream_ms", ms(e.HandlerTime)))
 	}
@@ -141,11 +145,19 @@ func (e *Event) level() slog.Level {
 	return slog.LevelInfo
 }
 
-// emit logs and reports the event.
+// emit logs and reports the event. The line goes to the logger's handler
+// directly, as a record built on the stack: Logger.LogAttrs would also look
+// up the caller's frame, which a request log line has no use for.
 func (h *handler) emit(ctx context.Context, ev *Event) {
-	ev.Duration = time.Since(ev.start)
-	if h.log != nil && h.log.Enabled(ctx, ev.level()) {
-		h.log.LogAttrs(ctx, ev.level(), "once request", ev.LogAttrs()...)
+	now := time.Now()
+	ev.Duration = now.Sub(ev.start)
+	if h.log != nil {
+		if lh, level := h.log.Handler(), ev.level(); lh.Enabled(ctx, level) {
+			var buf [12]slog.Attr
+			r := slog.NewRecord(now, level, "once request", 0)
+			r.AddAttrs(ev.appendAttrs(buf[:0])...)
+			_ = lh.Handle(ctx, r)
+		}
 	}
 	if h.observe != nil {
 		h.observe(ev)
@@ -155,9 +167,13 @@ func (h *handler) emit(ctx context.Context, ev *Event) {
 // maxRequestIDLen bounds an X-Request-Id taken from a client.
 const maxRequestIDLen = 128
 
-// requestID returns the client's request ID if it is 1 to 128 visible ASCII
-// characters, else a new random one.
-func requestID(given string) string {
+// requestID returns the client's request ID (the first of the header's
+// values) if it is 1 to 128 visible ASCII characters, else a new random one.
+func requestID(values []string) string {
+	given := ""
+	if len(values) > 0 {
+		given = values[0]
+	}
 	if len(given) > 0 && len(given) <= maxRequestIDLen {
 		ok := true
 		for i := 0; i < len(given) && ok; i++ {
@@ -167,7 +183,10 @@ func requestID(given string) string {
 			return given
 		}
 	}
+	// 128 bits from the runtime's per-thread ChaCha8 generator, without the
+	// system call crypto/rand may make: a request ID is unique, not secret.
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	return hex.EncodeToString(b[:])
 }

@@ -177,20 +177,25 @@ func (h *handler) route(path string) *route {
 
 // ServeHTTP implements http.Handler.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	reqID := requestID(r.Header.Get(HeaderRequestID))
-	r.Header.Set(HeaderRequestID, reqID)
+	given := r.Header[HeaderRequestID]
+	reqID := requestID(given)
+	if len(given) != 1 || given[0] != reqID {
+		r.Header.Set(HeaderRequestID, reqID)
+	}
 	rt := h.route(r.URL.Path)
 	if !slices.Contains(rt.methods, r.Method) {
 		h.next.ServeHTTP(&idWriter{ResponseWriter: w, id: reqID}, r)
 		return
 	}
-	ev := &Event{RequestID: reqID, Method: r.Method, Path: r.URL.Path, start: time.Now()}
-	defer h.emit(r.Context(), ev)
-	h.serveKeyed(w, r, rt, ev)
+	att := &attempt{h: h, w: w, r: r}
+	att.ev = Event{RequestID: reqID, Method: r.Method, Path: r.URL.Path, start: time.Now()}
+	defer h.emit(r.Context(), &att.ev)
+	h.serveKeyed(w, r, rt, att)
 }
 
 // serveKeyed serves a request whose method needs a key.
-func (h *handler) serveKeyed(w http.ResponseWriter, r *http.Request, rt *route, ev *Event) {
+func (h *handler) serveKeyed(w http.ResponseWriter, r *http.Request, rt *route, att *attempt) {
+	ev := &att.ev
 	id, body, err := h.readKey(r, rt)
 	if err != nil && errors.Is(err, ErrMissingKey) && rt.optional {
 		ev.Outcome = OutcomePassthrough
@@ -209,11 +214,11 @@ func (h *handler) serveKeyed(w http.ResponseWriter, r *http.Request, rt *route, 
 	key := once.Key{Scope: Scope(r.Header.Values(h.scopeHeader)), ID: id}
 	ev.Scope, ev.Key = shortScope(key.Scope), once.Redact(id)
 	fp := Fingerprint(r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Content-Type"), body)
-	att := &attempt{info: Info{Key: key, RequestID: ev.RequestID}}
+	att.info = Info{Key: key, RequestID: ev.RequestID}
 	// Detached from the client: a client that gives up must not cancel the
 	// execution whose response its retry will want.
-	ctx := context.WithValue(context.WithoutCancel(r.Context()), attemptKey{}, att)
-	exec, err := rt.exec.Do(ctx, key, fp, h.execute(att, w, r.WithContext(ctx), body))
+	att.parent, att.body = context.WithoutCancel(r.Context()), body
+	exec, err := rt.exec.Do(att, key, fp, att.execute)
 	h.respond(w, att, exec, err, ev, fp)
 }
 
@@ -244,7 +249,12 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return []byte{}, nil
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	var b []byte
+	if r.ContentLength >= 0 {
+		// The declared length, and one byte more to see the end.
+		b = make([]byte, 0, r.ContentLength+1)
+	}
+	b, err := readAll(b, io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequestBody, err)
 	}
@@ -254,26 +264,54 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// execute returns the function that Do runs once per key: the wrapped handler
-// writing into a recorder.
-func (h *handler) execute(att *attempt, w http.ResponseWriter, r *http.Request, body []byte) once.Func {
-	return func(ctx context.Context) (once.Result, error) {
-		rec := newRecorder(w, h.maxResp, att.info.RequestID)
-		req := r.WithContext(ctx)
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-		req.TransferEncoding = nil
-		// Lets a proxy's transport resend the request on a keep-alive
-		// connection the upstream had already closed (it never read it).
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		start := time.Now()
-		p := serveRecovering(h.next, rec, req)
-		att.mu.Lock()
-		defer att.mu.Unlock()
-		att.rec, att.handlerTime = rec, time.Since(start)
-		return att.outcome(rec, p)
+// readAll appends what r holds to b, like io.ReadAll into a buffer sized
+// beforehand.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
 	}
 }
+
+// execute is the function that Do runs once per key: the wrapped handler
+// writing into a recorder.
+func (a *attempt) execute(ctx context.Context) (once.Result, error) {
+	h := a.h
+	rec := &a.recorder
+	rec.init(a.w, h.maxResp, a.info.RequestID)
+	req := a.r.WithContext(ctx)
+	a.reader.Reset(a.body)
+	req.Body = &a.reader
+	req.ContentLength = int64(len(a.body))
+	req.TransferEncoding = nil
+	// Lets a proxy's transport resend the request on a keep-alive
+	// connection the upstream had already closed (it never read it).
+	req.GetBody = a.getBody
+	start := time.Now()
+	p := serveRecovering(h.next, rec, req)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rec, a.handlerTime = rec, time.Since(start)
+	return a.outcome(rec, p)
+}
+
+func (a *attempt) getBody() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(a.body)), nil
+}
+
+// bodyReader is a request body read from memory.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }
 
 // serveRecovering serves r, returning what the handler panicked with, if
 // anything: Do runs it in a goroutine of its own, where a panic would end
@@ -322,7 +360,7 @@ func (h *handler) respond(w http.ResponseWriter, att *attempt, exec once.Executi
 
 // writeResult sends a recorded response.
 func (h *handler) writeResult(w http.ResponseWriter, res once.Result, replayed bool, ev *Event) {
-	status, header, body, err := DecodeResult(res)
+	status, err := decodeStatus(res)
 	if err != nil {
 		p := ProblemFor(err)
 		p.OriginalStatus = status
@@ -333,22 +371,21 @@ func (h *handler) writeResult(w http.ResponseWriter, res once.Result, replayed b
 		return
 	}
 	out := w.Header()
-	for k, v := range header {
-		out[k] = v
-	}
+	decodeHeader(res, out)
 	// Keep net/http from adding what the recorded response did not have.
-	for _, k := range []string{"Content-Type", "Date"} {
-		if _, ok := header[k]; !ok {
-			out[k] = nil
-		}
+	if _, ok := res.Meta[MetaHeaderPrefix+"Content-Type"]; !ok {
+		out["Content-Type"] = nil
 	}
-	out.Set(HeaderRequestID, ev.RequestID)
+	if _, ok := res.Meta[MetaHeaderPrefix+"Date"]; !ok {
+		out["Date"] = nil
+	}
+	out[HeaderRequestID] = []string{ev.RequestID}
 	if replayed {
-		out.Set(HeaderReplayed, "true")
+		out[HeaderReplayed] = []string{"true"}
 	}
 	ev.Status = status
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	_, _ = w.Write(res.Data)
 }
 
 // fail answers err as a problem.
@@ -417,14 +454,36 @@ type Info struct {
 
 type attemptKey struct{}
 
-// attempt is one caller's view of its keyed request.
+// attempt is one keyed request, allocated once with what serving it needs. It
+// is also the context.Context that the request executes in: the client's
+// values without its cancellation, plus the attempt for FromContext and Fail.
 type attempt struct {
-	info        Info
+	h      *handler
+	w      http.ResponseWriter
+	r      *http.Request
+	parent context.Context // the client's, without its cancellation
+	body   []byte
+	reader bodyReader
+	info   Info
+	ev     Event
+
 	mu          sync.Mutex
 	failed      error
-	rec         *recorder
+	rec         *recorder // set once the handler has run
+	recorder    recorder
 	handlerTime time.Duration
 	panicVal    any
+}
+
+func (a *attempt) Deadline() (time.Time, bool) { return a.parent.Deadline() }
+func (a *attempt) Done() <-chan struct{}       { return a.parent.Done() }
+func (a *attempt) Err() error                  { return a.parent.Err() }
+
+func (a *attempt) Value(key any) any {
+	if key == (attemptKey{}) {
+		return a
+	}
+	return a.parent.Value(key)
 }
 
 // FromContext returns the keyed request that ctx (the context of a request

@@ -24,8 +24,8 @@ type recorder struct {
 	writeErr  error // the client's connection failed while streaming
 }
 
-func newRecorder(w http.ResponseWriter, limit int64, requestID string) *recorder {
-	return &recorder{w: w, header: make(http.Header), limit: limit, requestID: requestID}
+func (r *recorder) init(w http.ResponseWriter, limit int64, requestID string) {
+	*r = recorder{w: w, header: make(http.Header), limit: limit, requestID: requestID}
 }
 
 // Header implements http.ResponseWriter.

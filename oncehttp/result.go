@@ -3,6 +3,7 @@ package oncehttp
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -40,31 +41,47 @@ func EncodeResult(status int, header http.Header, body []byte, requestID string)
 	if requestID != "" {
 		res.Meta[MetaRequestID] = requestID
 	}
-	drop := connectionHeaders(header)
+	connection := header.Values("Connection")
 	for name, values := range header {
 		name = http.CanonicalHeaderKey(name)
-		if len(values) == 0 || drop[name] {
+		if len(values) == 0 || slices.Contains(hopByHop, name) || names(connection, name) {
 			continue
 		}
-		res.Meta[MetaHeaderPrefix+name] = strings.Join(values, "\n")
+		res.Meta[metaHeaderKey(name)] = strings.Join(values, "\n")
 	}
 	return res
 }
 
-// connectionHeaders returns the set of headers that must not be stored.
-func connectionHeaders(h http.Header) map[string]bool {
-	drop := make(map[string]bool, len(hopByHop)+2)
-	for _, name := range hopByHop {
-		drop[name] = true
-	}
-	for _, v := range h.Values("Connection") {
-		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				drop[http.CanonicalHeaderKey(name)] = true
+// names reports whether the Connection header values name the header name.
+func names(connection []string, name string) bool {
+	for _, v := range connection {
+		for token := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(token)) == name {
+				return true
 			}
 		}
 	}
-	return drop
+	return false
+}
+
+// metaHeaderKey returns the Meta key of the header name (canonical), without
+// building the common ones per response.
+func metaHeaderKey(name string) string {
+	switch name {
+	case "Content-Type":
+		return MetaHeaderPrefix + "Content-Type"
+	case "Content-Length":
+		return MetaHeaderPrefix + "Content-Length"
+	case "Date":
+		return MetaHeaderPrefix + "Date"
+	case "Location":
+		return MetaHeaderPrefix + "Location"
+	case "Cache-Control":
+		return MetaHeaderPrefix + "Cache-Control"
+	case HeaderRequestID:
+		return MetaHeaderPrefix + HeaderRequestID
+	}
+	return MetaHeaderPrefix + name
 }
 
 // DecodeResult returns the status, headers and body that res records. It
@@ -72,20 +89,38 @@ func connectionHeaders(h http.Header) map[string]bool {
 // response, and one wrapping ErrResponseNotStored if the response was too
 // large to store (status is then the original status).
 func DecodeResult(res once.Result) (status int, header http.Header, body []byte, err error) {
-	status, err = strconv.Atoi(res.Meta[MetaStatus])
-	if err != nil || status < 100 || status > 999 {
-		return 0, nil, nil, fmt.Errorf("%w: status %q", ErrCorruptResult, res.Meta[MetaStatus])
-	}
-	if size, ok := res.Meta[MetaNotStored]; ok {
-		return status, nil, nil, fmt.Errorf("%w: the response had %s bytes", ErrResponseNotStored, size)
+	if status, err = decodeStatus(res); err != nil {
+		return status, nil, nil, err
 	}
 	header = make(http.Header, len(res.Meta))
+	decodeHeader(res, header)
+	return status, header, res.Data, nil
+}
+
+// decodeStatus returns the status res records, and the errors of
+// DecodeResult.
+func decodeStatus(res once.Result) (int, error) {
+	status, err := strconv.Atoi(res.Meta[MetaStatus])
+	if err != nil || status < 100 || status > 999 {
+		return 0, fmt.Errorf("%w: status %q", ErrCorruptResult, res.Meta[MetaStatus])
+	}
+	if size, ok := res.Meta[MetaNotStored]; ok {
+		return status, fmt.Errorf("%w: the response had %s bytes", ErrResponseNotStored, size)
+	}
+	return status, nil
+}
+
+// decodeHeader sets in h the headers that res records.
+func decodeHeader(res once.Result, h http.Header) {
 	for k, v := range res.Meta {
 		if name, ok := strings.CutPrefix(k, MetaHeaderPrefix); ok {
-			header[name] = strings.Split(v, "\n")
+			if strings.IndexByte(v, '\n') < 0 {
+				h[name] = []string{v}
+			} else {
+				h[name] = strings.Split(v, "\n")
+			}
 		}
 	}
-	return status, header, res.Data, nil
 }
 
 // notStoredResult records that a response of status and size bytes was

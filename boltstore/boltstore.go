@@ -175,6 +175,9 @@ func Open(path string, cfg Config) (*Store, error) {
 		Timeout:      cfg.LockTimeout,
 		NoSync:       cfg.NoSync,
 		FreelistType: bbolt.FreelistMapType,
+		// The freelist is rebuilt at Open rather than written at every
+		// checkpoint: checkpoints of a large file write fewer pages.
+		NoFreelistSync: true,
 	})
 	if errors.Is(err, bberrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s: another process holds it (waited %v); a file store serves one "+

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
@@ -280,15 +281,29 @@ func (s *Store) writeCheckpoint(snap *cpSnapshot) error {
 				return err
 			}
 		}
+		if err := a.flush(); err != nil {
+			return err
+		}
 		return setWALSeq(tx, snap.upTo)
 	})
 }
 
-// applier writes log entries into bbolt, keeping the purge index in step:
-// one entry per record, at its purge time.
+// applier writes log entries into bbolt and keeps the purge index in step:
+// one entry per record, at its purge time. The index's changes wait for
+// flush, which applies them in key order: purge times of fresh records are
+// all later than the index's existing entries, and bbolt inserts in order
+// by appending where it would otherwise shift a growing node at every put.
 type applier struct {
 	records, purge, versions *bbolt.Bucket
-	pkey                     []byte
+	moves                    map[string]purgeMove
+}
+
+// purgeMove is how a record's index entry moves: from its purge time when
+// the transaction first touched it (had: it was stored and decoded), to
+// the purge time of its last value.
+type purgeMove struct {
+	from, to time.Time
+	had      bool
 }
 
 func newApplier(tx *bbolt.Tx) *applier {
@@ -296,6 +311,7 @@ func newApplier(tx *bbolt.Tx) *applier {
 		records:  tx.Bucket(bucketRecords),
 		purge:    tx.Bucket(bucketPurge),
 		versions: tx.Bucket(bucketVersions),
+		moves:    map[string]purgeMove{},
 	}
 }
 
@@ -316,28 +332,46 @@ func (a *applier) putRecord(k, v []byte) error {
 	if err != nil {
 		return fmt.Errorf("record %q: %w", k, err)
 	}
-	var oldAt time.Time
-	old := a.records.Get(k)
-	if old != nil {
+	m, seen := a.moves[string(k)]
+	if !seen {
 		// A stored record that does not decode has no index entry to move.
-		if oldAt, err = purgeTimeOf(old); err != nil {
-			old = nil
+		if old := a.records.Get(k); old != nil {
+			if from, err := purgeTimeOf(old); err == nil {
+				m.from, m.had = from, true
+			}
 		}
 	}
-	if err := a.records.Put(k, v); err != nil {
-		return err
-	}
-	if old != nil {
-		if oldAt.Equal(at) {
-			return nil
+	m.to = at
+	a.moves[string(k)] = m
+	return a.records.Put(k, v)
+}
+
+// flush applies the index's changes.
+func (a *applier) flush() error {
+	var dels, puts [][]byte
+	for k, m := range a.moves {
+		if m.had {
+			if m.from.Equal(m.to) {
+				continue
+			}
+			dels = append(dels, append(appendPurgeTime(nil, m.from), k...))
 		}
-		a.pkey = append(appendPurgeTime(a.pkey[:0], oldAt), k...)
-		if err := a.purge.Delete(a.pkey); err != nil {
+		puts = append(puts, append(appendPurgeTime(nil, m.to), k...))
+	}
+	clear(a.moves)
+	slices.SortFunc(dels, bytes.Compare)
+	slices.SortFunc(puts, bytes.Compare)
+	for _, k := range dels {
+		if err := a.purge.Delete(k); err != nil {
 			return err
 		}
 	}
-	a.pkey = append(appendPurgeTime(a.pkey[:0], at), k...)
-	return a.purge.Put(a.pkey, []byte{})
+	for _, k := range puts {
+		if err := a.purge.Put(k, []byte{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func walSeq(tx *bbolt.Tx) uint64 {

@@ -48,6 +48,9 @@ func recoverLog(db *bbolt.DB, path string) (last uint64, nums []uint64, err erro
 					return err
 				}
 			}
+			if err := a.flush(); err != nil {
+				return err
+			}
 			return setWALSeq(tx, last)
 		})
 		if err != nil {

@@ -283,7 +283,8 @@ type flight struct {
 	key     Key
 	fp      []byte
 	fn      Func
-	ctx     context.Context         // the store calls' and fn's context
+	values  context.Context         // the caller's, without its cancellation
+	ctx     context.Context         // fn's context (values, then cancellable)
 	cancel  context.CancelCauseFunc // set by goAsync, under the shard's mu
 	prev    *flight                 // an orphaned flight of the key still running, if any
 	decided chan struct{}
@@ -345,7 +346,7 @@ func (e *Executor) newFlight(ctx context.Context, sh *flightShard, key Key, fp [
 		ctx = context.WithoutCancel(ctx)
 	}
 	return &flight{
-		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, ctx: ctx,
+		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, values: ctx, ctx: ctx,
 		refs: 1, decided: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -462,9 +463,7 @@ func (p *workers) loop(f *flight) {
 // that nobody holds would leave the key to be abandoned although fn never
 // ran. It is bounded by finishTimeout instead.
 func (e *Executor) claim(f *flight) (ClaimResult, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.ctx), finishTimeout)
-	defer cancel()
-	return e.store.Claim(ctx, ClaimRequest{
+	return e.store.Claim(f.opContext(), ClaimRequest{
 		Key: f.key, Fingerprint: f.fp, Lease: e.cfg.Lease, Retention: e.cfg.Retention, Policy: e.cfg.Abandoned,
 	})
 }
@@ -710,8 +709,7 @@ func (e *Executor) onPanic(f *flight, token uint64, o outcome) {
 // who may be gone, and are retried while the store is unavailable: a key
 // left in progress would be abandoned, refused until its retention passes.
 func (e *Executor) finishOp(f *flight, op func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.ctx), finishTimeout)
-	defer cancel()
+	ctx := f.opContext()
 	for delay := pollMin; ; delay = min(2*delay, time.Second) {
 		err := op(ctx)
 		if err == nil || !errors.Is(err, ErrUnavailable) {
@@ -726,6 +724,63 @@ func (e *Executor) finishOp(f *flight, op func(context.Context) error) error {
 		}
 	}
 }
+
+// opContext returns the context of a Claim, Complete or Release: the
+// flight's values, and a deadline finishTimeout (to finishTimeout + opGrain)
+// away as its only cancellation.
+func (f *flight) opContext() context.Context {
+	return opContext{Context: f.values, bound: opBounds.get(time.Now())}
+}
+
+// opGrain is how long the store calls that start one after another share a
+// deadline.
+const opGrain = finishTimeout / 100
+
+// opBounds hands out the deadlines of store calls. A context.WithTimeout per
+// call would cost a timer per call; calls made within the same opGrain share
+// one instead, which is enough for a bound that only keeps a key from being
+// wedged.
+var opBounds bounds
+
+type bounds struct {
+	cur atomic.Pointer[bound]
+	mu  sync.Mutex
+}
+
+type bound struct {
+	ctx    context.Context // ends finishTimeout + opGrain after it was made
+	cancel context.CancelFunc
+	until  time.Time // handed out until then
+}
+
+func (b *bounds) get(now time.Time) context.Context {
+	if c := b.cur.Load(); c != nil && now.Before(c.until) {
+		return c.ctx
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.cur.Load(); c != nil && now.Before(c.until) {
+		return c.ctx
+	}
+	// Never cancelled early: its timer frees it at the deadline.
+	ctx, cancel := context.WithDeadline(context.Background(), now.Add(finishTimeout+opGrain))
+	b.cur.Store(&bound{ctx: ctx, cancel: cancel, until: now.Add(opGrain)})
+	return ctx
+}
+
+// opContext has the values of one context and the deadline of another.
+type opContext struct {
+	context.Context                 // values only: it is never cancelled
+	bound           context.Context // deadline and cancellation
+}
+
+func (c opContext) Deadline() (time.Time, bool) { return c.bound.Deadline() }
+func (c opContext) Done() <-chan struct{}       { return c.bound.Done() }
+func (c opContext) Err() error                  { return c.bound.Err() }
+
+// AfterFunc lets a context derived from c wait on the bound without a
+// goroutine of its own (see context.AfterFunc).
+func (c opContext) AfterFunc(f func()) (stop func() bool) { return context.AfterFunc(c.bound, f) }
 
 func (f *flight) setRetryAt(t time.Time) { f.retryAt.Store(int64(t.Sub(f.e.epoch))) }
 
@@ -908,7 +963,7 @@ func (h *heartbeat) tick() {
 // fenced, the lease is lost and renew returns why.
 func (h *heartbeat) renew() (retryIn time.Duration, lost error) {
 	at := time.Now()
-	ctx, cancel := context.WithDeadline(context.WithoutCancel(h.f.ctx), h.leaseEnd)
+	ctx, cancel := context.WithDeadline(h.f.values, h.leaseEnd)
 	err := h.e.store.Extend(ctx, h.f.key, h.token, h.e.cfg.Lease)
 	cancel()
 	switch {

@@ -8,11 +8,11 @@
 // operation survives SIGKILL and power loss. Writes go through one writer
 // goroutine that applies everything queued while the previous commit was
 // syncing and appends the new values of the keys it changed to the log as
-// one frame, with one fdatasync (group commit). A lone caller commits at
-// once (there is no timer), and under load one fdatasync serves many
-// callers. The log's files are PATH.wal.N, reused in turn so that an append
-// overwrites blocks already allocated and the fdatasync has no metadata to
-// flush.
+// one frame, in one synchronous write (O_DSYNC: the data is on disk when
+// the write returns), the group commit. A lone caller commits at once
+// (there is no timer), and under load one sync serves many callers. The
+// log's files are PATH.wal.N, reused in turn so that an append overwrites
+// blocks already allocated and the sync has no metadata to flush.
 //
 // Values that are in the log but not yet in the bbolt file are kept in
 // memory (the overlay). A checkpoint, in the background, copies them into
@@ -141,7 +141,7 @@ type Store struct {
 	cpNow     chan chan error
 	// cpErr is the error of the last checkpoint, nil if it succeeded;
 	// broken is set when the log can no longer be trusted (a failed
-	// fdatasync): every later write fails with it.
+	// synchronous write): every later write fails with it.
 	cpErr  atomic.Pointer[error]
 	broken atomic.Pointer[error]
 

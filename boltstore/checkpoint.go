@@ -230,7 +230,7 @@ func (c *checkpointer) prepare() error {
 	return nil
 }
 
-// preallocate fills g with n zero bytes and syncs it.
+// preallocate fills g with n zero bytes, synchronously (O_DSYNC).
 func preallocate(g *segment, n int64) error {
 	zeros := make([]byte, 1<<20)
 	for off := int64(0); off < n; off += int64(len(zeros)) {
@@ -238,7 +238,7 @@ func preallocate(g *segment, n int64) error {
 			return err
 		}
 	}
-	return g.sync()
+	return nil
 }
 
 // retire closes the segments that the last checkpoint covered, keeping one

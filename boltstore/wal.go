@@ -16,8 +16,10 @@ import (
 
 // The write-ahead log is a series of segment files next to the bbolt file,
 // named PATH.wal.NNNNNNNNNNNNNNNN (a segment number, in hexadecimal, that
-// only grows). Each group commit appends one frame and fdatasyncs the
-// segment before any caller of the batch returns:
+// only grows). Each group commit appends one frame with one write to a file
+// opened with O_DSYNC (the write returns once the frame is on disk, as
+// write then fdatasync would, in one system call) before any caller of the
+// batch returns:
 //
 //	frame   = length u32 | crc u32 | seq u64 | payload    (big-endian)
 //	payload = entry*
@@ -82,8 +84,8 @@ func listSegments(db string) ([]uint64, error) {
 	return nums, nil
 }
 
-// appendFrame appends to dst a frame of seq around payload, which dst must
-// already hold after frameHeaderLen reserved bytes at start.
+// sealFrame fills in the header of frame, whose payload follows the
+// frameHeaderLen bytes reserved at its start, as frame seq.
 func sealFrame(frame []byte, seq uint64) {
 	payload := frame[frameHeaderLen:]
 	binary.BigEndian.PutUint64(frame[8:16], seq)
@@ -140,7 +142,8 @@ func entries(payload []byte, fn func(key, value []byte) error) error {
 }
 
 // openSegment creates segment num, reusing the file of the retired segment
-// spare when there is one, and makes its name durable.
+// spare when there is one, and makes its name durable. Unless noSync, its
+// writes are synchronous (O_DSYNC).
 func openSegment(db string, num uint64, spare string, noSync bool) (*segment, error) {
 	path := segmentPath(db, num)
 	if spare != "" {
@@ -148,7 +151,11 @@ func openSegment(db string, num uint64, spare string, noSync bool) (*segment, er
 			return nil, err
 		}
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	flags := os.O_RDWR | os.O_CREATE
+	if !noSync {
+		flags |= unix.O_DSYNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -161,8 +168,9 @@ func openSegment(db string, num uint64, spare string, noSync bool) (*segment, er
 	return &segment{num: num, path: path, f: f}, nil
 }
 
-// write puts frame at the segment's end. A failed write leaves the offset
-// where it was, so the next frame overwrites what it may have written.
+// write puts frame at the segment's end, durably unless the store is
+// NoSync. A failed write leaves the offset where it was, so the next frame
+// overwrites what it may have written.
 func (g *segment) write(frame []byte) error {
 	if _, err := g.f.WriteAt(frame, g.off); err != nil {
 		return err
@@ -171,13 +179,12 @@ func (g *segment) write(frame []byte) error {
 	return nil
 }
 
-func (g *segment) sync() error {
-	for {
-		err := unix.Fdatasync(int(g.f.Fd()))
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
+// noSpace reports whether a write failed for want of space: nothing was
+// synced then, and the store may go on. Any other failure of a synchronous
+// write may be a failed flush, after which the page cache cannot be
+// trusted to hold what the file holds.
+func noSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 func syncDir(dir string) error {

@@ -226,8 +226,8 @@ func (b *batch) commit() {
 }
 
 // run applies, logs and publishes the batch. The operations take effect
-// when publish makes their changes visible, after the fdatasync: no reader
-// ever sees a change that a crash could undo.
+// when publish makes their changes visible, after the frame's synchronous
+// write: no reader ever sees a change that a crash could undo.
 func (b *batch) run() error {
 	s := b.s
 	if err := s.failed(); err != nil {
@@ -247,14 +247,13 @@ func (b *batch) run() error {
 	seq := s.seq + 1
 	sealFrame(frame, seq)
 	if err := s.log.write(frame); err != nil {
-		return s.storageErr(fmt.Errorf("write %s: %w", s.log.path, err))
-	}
-	if !s.noSync {
-		if err := s.log.sync(); err != nil {
-			// The page cache may have dropped the frame: nothing this
-			// process writes to the log can be trusted any more.
-			return s.fail(fmt.Errorf("fdatasync %s: %w", s.log.path, err))
+		err = fmt.Errorf("write %s: %w", s.log.path, err)
+		if noSpace(err) || s.noSync {
+			return s.storageErr(err)
 		}
+		// The flush may have failed: nothing this process writes to the
+		// log can be trusted any more.
+		return s.fail(err)
 	}
 	s.seq = seq
 	b.publish(frame, seq)

@@ -477,11 +477,12 @@ func (s *Store) version(key once.Key) (uint64, error) {
 		return 0, once.ErrClosed
 	}
 	var kbuf [64]byte
-	v, err := s.durableValue(appendTagged(kbuf[:0], tagVersion, key.Scope, key.ID))
-	if err != nil {
-		return 0, s.storageErr(err)
-	}
-	cur, err := decodeVersion(v)
+	var cur uint64
+	err := s.readDurable(appendTagged(kbuf[:0], tagVersion, key.Scope, key.ID), func(v []byte) error {
+		var err error
+		cur, err = decodeVersion(v)
+		return err
+	})
 	if err != nil {
 		return 0, s.keyErr(key, err)
 	}

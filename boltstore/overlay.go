@@ -55,23 +55,18 @@ func bucketOf(tx *bbolt.Tx, tag byte) *bbolt.Bucket {
 	return tx.Bucket(bucketRecords)
 }
 
-// durableValue returns the last durable value of the tagged key k: the
-// overlay's, else bbolt's (nil when absent). It is the state at some instant
-// during the call: a key that leaves the overlay does so only after bbolt
-// holds the same value.
-func (s *Store) durableValue(k []byte) ([]byte, error) {
+// readDurable calls fn with the last durable value of the tagged key k:
+// the overlay's, else bbolt's (nil when absent), valid only during fn. It is
+// the state at some instant during the call: a key leaves the overlay only
+// after bbolt holds the same value.
+func (s *Store) readDurable(k []byte, fn func(v []byte) error) error {
 	if s.closed.Load() {
-		return nil, once.ErrClosed
+		return once.ErrClosed
 	}
 	if v, ok := s.ov.get(k); ok {
-		return v, nil
+		return fn(v)
 	}
-	var v []byte
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		v = bytesCopy(bucketOf(tx, k[0]).Get(k[1:]))
-		return nil
-	})
-	return v, err
+	return s.db.View(func(tx *bbolt.Tx) error { return fn(bucketOf(tx, k[0]).Get(k[1:])) })
 }
 
 // snapshot reads the last durable record of key. It returns the record (nil
@@ -82,23 +77,16 @@ func (s *Store) snapshot(key once.Key) (r *once.Record, before, after time.Time,
 	var kbuf [64]byte
 	k := appendTagged(kbuf[:0], tagRecord, key.Scope, key.ID)
 	before = s.now()
-	v, err := s.durableValue(k)
+	err = s.readDurable(k, func(v []byte) error {
+		if v == nil {
+			return nil
+		}
+		var err error
+		r, err = decodeRecord(v)
+		return err
+	})
 	if err != nil {
 		return nil, before, after, s.keyErr(key, err)
 	}
-	if v != nil {
-		if r, err = decodeRecord(v); err != nil {
-			return nil, before, after, s.keyErr(key, err)
-		}
-	}
 	return r, before, s.now(), nil
-}
-
-// bytesCopy copies b out of bbolt's memory, which is valid only inside its
-// transaction; nil stays nil.
-func bytesCopy(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append([]byte{}, b...)
 }

@@ -3,6 +3,7 @@ package memstore
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"time"
 
 	"github.com/oncehq/once"
@@ -24,7 +25,7 @@ type rec struct {
 	next     int32           // next slot with the same hash, or the next free slot; -1 ends
 	hpos     int32           // index of the slot's entry in the purge heap
 	fpLen    uint32
-	dataLen  uint32
+	metaLen  uint32
 	attempts uint32
 	scopeLen uint16
 	idLen    uint8
@@ -59,14 +60,51 @@ func (r *rec) is(k once.Key) bool {
 	return string(id) == k.ID && string(scope) == k.Scope
 }
 
-// fingerprint, data and meta return views of the blob.
+// fingerprint, data and meta return views of the blob that cannot be
+// appended to in place. The data's length is what the others leave, so it
+// is not bounded by a field's size.
 func (r *rec) fingerprint() []byte {
-	at := int(r.scopeLen) + int(r.idLen)
-	return r.blob[at : at+int(r.fpLen) : at+int(r.fpLen)]
+	return capped(r.blob, int(r.scopeLen)+int(r.idLen), int(r.fpLen))
 }
+
+func (r *rec) data() []byte {
+	at := int(r.scopeLen) + int(r.idLen) + int(r.fpLen)
+	return capped(r.blob, at, len(r.blob)-int(r.metaLen)-at)
+}
+
+func (r *rec) meta() []byte { return r.blob[len(r.blob)-int(r.metaLen):] }
+
+func capped(b []byte, at, n int) []byte { return b[at : at+n : at+n] }
 
 // smallPayload is the size up to which pack builds a payload on the stack.
 const smallPayload = 128
+
+// pack stores the payload of n (key, fingerprint, result) in a new blob.
+func (r *rec) pack(n *once.Record) {
+	fixed := len(n.Key.Scope) + len(n.Key.ID) + len(n.Fingerprint) + len(n.Result.Data)
+	if fixed > smallPayload {
+		size := fixed
+		for k, v := range n.Result.Meta {
+			size += 2*binary.MaxVarintLen64 + len(k) + len(v)
+		}
+		r.blob = appendPayload(make([]byte, 0, size), n)
+	} else {
+		// Built on the stack and copied into a blob of the right size, so
+		// that the metadata map is walked once.
+		var scratch [2 * smallPayload]byte
+		r.blob = bytes.Clone(appendPayload(scratch[:0], n))
+	}
+	meta := len(r.blob) - fixed
+	if uint64(len(n.Fingerprint)) > math.MaxUint32 || uint64(meta) > math.MaxUint32 {
+		panic("memstore: a fingerprint or metadata of 4 GiB or more")
+	}
+	r.scopeLen = uint16(len(n.Key.Scope))
+	r.idLen = uint8(len(n.Key.ID))
+	r.fpLen = uint32(len(n.Fingerprint))
+	r.metaLen = uint32(meta)
+	r.flags &^= hasFingerprint | hasData | hasMeta
+	r.flags |= flagIf(n.Fingerprint != nil, hasFingerprint) | flagIf(n.Result.Data != nil, hasData) | flagIf(n.Result.Meta != nil, hasMeta)
+}
 
 func appendPayload(b []byte, n *once.Record) []byte {
 	b = append(b, n.Key.Scope...)
@@ -80,37 +118,6 @@ func appendPayload(b []byte, n *once.Record) []byte {
 		b = append(b, v...)
 	}
 	return b
-}
-
-func (r *rec) data() []byte {
-	at := int(r.scopeLen) + int(r.idLen) + int(r.fpLen)
-	return r.blob[at : at+int(r.dataLen) : at+int(r.dataLen)]
-}
-
-func (r *rec) meta() []byte {
-	return r.blob[int(r.scopeLen)+int(r.idLen)+int(r.fpLen)+int(r.dataLen):]
-}
-
-// pack stores the payload of n (key, fingerprint, result) in a new blob.
-func (r *rec) pack(n *once.Record) {
-	size := len(n.Key.Scope) + len(n.Key.ID) + len(n.Fingerprint) + len(n.Result.Data)
-	if size > smallPayload {
-		for k, v := range n.Result.Meta {
-			size += 2*binary.MaxVarintLen64 + len(k) + len(v)
-		}
-		r.blob = appendPayload(make([]byte, 0, size), n)
-	} else {
-		// Built on the stack and copied into a blob of the right size, so
-		// that the metadata map is walked once.
-		var scratch [2 * smallPayload]byte
-		r.blob = bytes.Clone(appendPayload(scratch[:0], n))
-	}
-	r.scopeLen = uint16(len(n.Key.Scope))
-	r.idLen = uint8(len(n.Key.ID))
-	r.fpLen = uint32(len(n.Fingerprint))
-	r.dataLen = uint32(len(n.Result.Data))
-	r.flags &^= hasFingerprint | hasData | hasMeta
-	r.flags |= flagIf(n.Fingerprint != nil, hasFingerprint) | flagIf(n.Result.Data != nil, hasData) | flagIf(n.Result.Meta != nil, hasMeta)
 }
 
 // set stores the fixed-size fields of n. It reports false, storing nothing

@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"mime"
 	"strings"
-
-	"github.com/gowebpki/jcs"
 )
 
 // fingerprintVersion is the first byte of a fingerprint, so that a change of
@@ -30,29 +28,30 @@ var Parts = [...]string{"method", "path", "query", "body"}
 func Fingerprint(method, path, rawQuery, contentType string, body []byte) []byte {
 	fp := make([]byte, 0, FingerprintSize)
 	fp = append(fp, fingerprintVersion)
-	for _, part := range [][]byte{[]byte(method), []byte(path), []byte(rawQuery), canonicalBody(contentType, body)} {
-		sum := sha256.Sum256(part)
+	for _, part := range [...]string{method, path, rawQuery} {
+		sum := sha256.Sum256([]byte(part))
 		fp = append(fp, sum[:]...)
 	}
-	return fp
+	sum := bodySum(contentType, body)
+	return append(fp, sum[:]...)
 }
 
-// canonicalBody returns body in RFC 8785 form if contentType is JSON and body
-// parses, else body itself.
-func canonicalBody(contentType string, body []byte) []byte {
+// bodySum returns the SHA-256 of body in RFC 8785 form if contentType is JSON
+// and body parses, else of body itself.
+func bodySum(contentType string, body []byte) [sha256.Size]byte {
 	if len(body) == 0 || !IsJSON(contentType) {
-		return body
+		return sha256.Sum256(body)
 	}
-	c, err := jcs.Transform(body)
-	if err != nil {
-		return body
-	}
-	return c
+	return canonicalSum(body)
 }
 
 // IsJSON reports whether a Content-Type names JSON: application/json or a
 // structured syntax suffix +json (RFC 6839).
 func IsJSON(contentType string) bool {
+	switch contentType { // the common spellings, without parsing
+	case "application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8":
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false

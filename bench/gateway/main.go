@@ -1,17 +1,21 @@
 // Command gateway benchmarks "once serve" against a bare httputil.ReverseProxy
 // in front of the same trivial upstream, side by side in one run, alternating
 // rounds so that both see the same machine. The gateway runs on the embedded
-// durable store (file:) with a fresh key per request. Then it fires 1,000
-// identical concurrent requests through the gateway at a slow upstream and
-// counts upstream calls and distinct answers.
+// durable store (file:) with a fresh key per request, and writes its request
+// log as once serve does (JSON, here to io.Discard). Then it fires 1,000
+// identical requests at once through the gateway at a slow upstream, over
+// connections dialled beforehand, and counts upstream calls and distinct
+// answers.
 //
-//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file]
+//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file] [-log json]
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,6 +47,7 @@ func main() {
 	identical := flag.Int("identical", 1000, "identical concurrent requests in the coalescing check (0: skip)")
 	latency := flag.Duration("latency", 100*time.Millisecond, "upstream latency in the coalescing check")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	logFormat := flag.String("log", "json", "gateway request log: json (as once serve, to io.Discard) or none")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -53,14 +58,18 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*clients, *rounds, *duration, *storeKind, *identical, *latency); err != nil {
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if *logFormat == "none" {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := run(*clients, *rounds, *duration, *storeKind, logger, *identical, *latency); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(clients, rounds int, duration time.Duration, storeKind string, identical int, latency time.Duration) error {
+func run(clients, rounds int, duration time.Duration, storeKind string, logger *slog.Logger, identical int, latency time.Duration) error {
 	up := &upstream{latency: latency}
 	upURL, stopUp := serve(up)
 	defer stopUp()
@@ -80,7 +89,7 @@ func run(clients, rounds int, duration time.Duration, storeKind string, identica
 		return err
 	}
 	defer store.Close()
-	gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: slog.New(slog.DiscardHandler)})
+	gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -101,7 +110,9 @@ func run(clients, rounds int, duration time.Duration, storeKind string, identica
 		}
 		order[0], order[1] = order[1], order[0] // alternate who goes first
 	}
-	report(bare, onceRes)
+	if rounds > 0 {
+		report(bare, onceRes)
+	}
 	if identical > 0 {
 		return coalesce(onceURL, up, identical, latency)
 	}
@@ -338,85 +349,119 @@ func fmtRates(s []float64) string {
 
 func round3(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 
-// coalesce fires n identical requests at once through the gateway, on warm
-// connections, and checks one upstream call and n identical answers.
+// coalesce fires n identical requests through the gateway at once and
+// checks that the upstream was called once and every answer is identical.
+// As "once race" does, it dials the connections first (and serves one
+// request on each, so that the gateway has accepted them all), writes the
+// request out to bytes, and holds the senders at a barrier: after it, each
+// request is one write on a connection of its own. It times from the release
+// to the last answer, so it measures the gateway, not TCP handshakes.
 func coalesce(target *url.URL, up *upstream, n int, latency time.Duration) error {
-	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	warm(c, target, n)
+	conns, err := dialWarm(target, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
 	key := newKey()
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	bodies := make([]string, n)
+	body := `{"item":"book","qty":1}`
+	wire := []byte(fmt.Sprintf("POST /slow HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nIdempotency-Key: %s\r\nContent-Length: %d\r\n\r\n%s",
+		target.Host, key, len(body), body))
+	answers := make([]string, n)
 	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
+	var ready, done sync.WaitGroup
+	release := make(chan struct{})
+	ready.Add(n)
+	done.Add(n)
+	for i, c := range conns {
 		go func() {
-			defer wg.Done()
-			<-gate
-			bodies[i], errs[i] = postBody(c, target.String()+"/slow", key)
+			defer done.Done()
+			ready.Done()
+			<-release
+			answers[i], errs[i] = c.roundTrip(wire)
 		}()
 	}
+	ready.Wait()
 	before := up.slow.Load()
-	t0 := time.Now()
-	close(gate)
-	wg.Wait()
-	took := time.Since(t0)
+	t0, cpu0 := time.Now(), cpuTime()
+	close(release)
+	done.Wait()
+	took, cpu := time.Since(t0), cpuTime()-cpu0
 	distinct := map[string]bool{}
 	for i := range n {
 		if errs[i] != nil {
 			return fmt.Errorf("identical request %d: %w", i, errs[i])
 		}
-		distinct[bodies[i]] = true
+		distinct[answers[i]] = true
 	}
 	calls := up.slow.Load() - before
 	arrived := time.Unix(0, up.slowAt.Load()).Sub(t0)
-	fmt.Printf("%d identical concurrent requests (upstream latency %v): %d upstream call(s), %d distinct answer(s), all answered in %v (upstream latency + %v; goal + 50ms)\n",
+	fmt.Printf("%d identical concurrent requests (upstream latency %v, pre-dialled connections, released at once): %d upstream call(s), %d distinct answer(s), all answered in %v (upstream latency + %v; goal + 50ms)\n",
 		n, latency, calls, len(distinct), took.Round(time.Millisecond), (took - latency).Round(time.Millisecond))
-	fmt.Printf("  the upstream call began %v after the storm was released; the last answer left %v after the upstream answered\n",
+	fmt.Printf("  the upstream call began %v after the release; the last answer arrived %v after the upstream answered\n",
 		arrived.Round(time.Millisecond), (took - arrived - latency).Round(time.Millisecond))
+	fmt.Printf("  CPU time of the storm (clients, gateway, upstream, one process): %v, %v per request\n",
+		cpu.Round(time.Millisecond), (cpu / time.Duration(n)).Round(time.Microsecond))
 	if calls != 1 || len(distinct) != 1 {
 		return fmt.Errorf("coalescing failed: %d calls, %d distinct answers", calls, len(distinct))
 	}
 	return nil
 }
 
-// warm opens n keep-alive connections, so that the timed storm measures the
-// gateway rather than TCP handshakes.
-func warm(c *http.Client, target *url.URL, n int) {
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gate
-			res, err := c.Get(target.String() + "/warm")
-			if err == nil {
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-			}
-		}()
-	}
-	close(gate)
-	wg.Wait()
+// conn is a kept-alive connection to the gateway.
+type conn struct {
+	net.Conn
+	br *bufio.Reader
 }
 
-func postBody(c *http.Client, u, key string) (string, error) {
-	req, err := http.NewRequest("POST", u, stringsReader(`{"item":"book","qty":1}`))
-	if err != nil {
+// roundTrip writes a request already written out and returns the status and
+// body of its answer.
+func (c *conn) roundTrip(wire []byte) (string, error) {
+	if _, err := c.Write(wire); err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", key)
-	res, err := c.Do(req)
+	res, err := http.ReadResponse(c.br, nil)
 	if err != nil {
 		return "", err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	return fmt.Sprintf("%d %s", res.StatusCode, b), err
+}
+
+// dialWarm dials n connections to target, 64 at a time, and serves a GET on
+// each.
+func dialWarm(target *url.URL, n int) ([]*conn, error) {
+	conns := make([]*conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	warm := []byte("GET /warm HTTP/1.1\r\nHost: " + target.Host + "\r\n\r\n")
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			nc, err := net.DialTimeout("tcp", target.Host, 10*time.Second)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			conns[i] = &conn{Conn: nc, br: bufio.NewReader(nc)}
+			_, errs[i] = conns[i].roundTrip(warm)
+		}()
+	}
+	wg.Wait()
+	live := conns[:0]
+	for _, c := range conns {
+		if c != nil {
+			live = append(live, c)
+		}
+	}
+	return live, errors.Join(errs...)
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }

@@ -9,10 +9,10 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/oncehq/once"
-	"github.com/redis/rueidis"
 )
 
 // maxDuration caps leases and retentions sent to Redis (about 100 years), so
@@ -27,18 +27,32 @@ func micros(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Microsecond-1)/time.Microsecond), 10)
 }
 
-// slotHash names a record or version in keys: the hex SHA-256 (first 128
-// bits) of the length-prefixed scope and id. Hashing keeps keys short and
-// free of '{' and '}', so the hash tag around it always holds: every key of
+// slotLen is how many bytes of SHA-256 name a record or version in keys.
+const slotLen = 16
+
+// slotSum hashes the length-prefixed scope and id for hashKey.
+func slotSum(scope, id string) [sha256.Size]byte {
+	var buf [128]byte
+	b := binary.AppendUvarint(buf[:0], uint64(len(scope)))
+	return sha256.Sum256(append(append(b, scope...), id...))
+}
+
+// hashKey returns prefix + kind + "{H}", where H is the hex SHA-256 (first
+// 128 bits) of the length-prefixed scope and id. Hashing keeps keys short and
+// free of '{' and '}', so the hash tag around H always holds: every key of
 // one record lands in one cluster slot.
-func slotHash(scope, id string) string {
-	h := sha256.New()
-	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(scope)))])
-	h.Write([]byte(scope))
-	h.Write([]byte(id))
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+func hashKey(prefix string, kind byte, scope, id string) string {
+	sum := slotSum(scope, id)
+	var h [2 * slotLen]byte
+	hex.Encode(h[:], sum[:slotLen])
+	var b strings.Builder
+	b.Grow(len(prefix) + len(h) + 3)
+	b.WriteString(prefix)
+	b.WriteByte(kind)
+	b.WriteByte('{')
+	b.Write(h[:])
+	b.WriteByte('}')
+	return b.String()
 }
 
 // encodeMeta encodes m canonically (keys sorted, each key and value
@@ -116,105 +130,103 @@ func readString(s string) (v, rest string, err error) {
 	return s[w : w+int(n)], s[w+int(n):], nil
 }
 
-// Positions in a script's record reply, after the leading code and now.
-const (
-	fFingerprint = iota + 2
-	fState
-	fToken
-	fAttempts
-	fLease
-	fLeaseExpires
-	fExpires
-	fCreated
-	fUpdated
-	fCompleted
-	fData
-	fMeta
-	replyLen
-	fKey = replyLen // Get's reply only
-)
-
-// reply reads a script's array reply: its fields as strings ("" for a
-// missing field, which Lua sends as false, i.e. null or a RESP3 boolean).
-type reply []rueidis.RedisMessage
-
-func (r reply) str(i int) string {
-	if i >= len(r) || !r[i].IsString() {
-		return ""
-	}
-	s, _ := r[i].ToString()
-	return s
+// encodeResult encodes a result as the tail of a completed record: the
+// data's length as a uvarint, the data, the metadata (see encodeMeta). Equal
+// results encode to equal bytes, so the scripts compare them as strings.
+func encodeResult(r once.Result) string {
+	meta := encodeMeta(r.Meta)
+	var n [binary.MaxVarintLen64]byte
+	var b strings.Builder
+	b.Grow(len(n) + len(r.Data) + len(meta))
+	b.Write(n[:binary.PutUvarint(n[:], uint64(len(r.Data)))])
+	b.Write(r.Data)
+	b.WriteString(meta)
+	return b.String()
 }
 
-func (r reply) int(i int) (int64, error) {
-	if i >= len(r) {
-		return 0, fmt.Errorf("%w: reply has %d fields", errCorrupt, len(r))
+// decodeResult reverses encodeResult. The empty string, the tail of a deleted
+// record, is the empty result.
+func decodeResult(s string) (once.Result, error) {
+	if s == "" {
+		return once.Result{}, nil
 	}
-	if r[i].IsInt64() {
-		return r[i].ToInt64()
-	}
-	if !r[i].IsString() {
-		return 0, nil
-	}
-	return r[i].AsInt64()
-}
-
-func (r reply) time(i int) (time.Time, error) {
-	us, err := r.int(i)
-	if err != nil || us == 0 {
-		return time.Time{}, err
-	}
-	return time.UnixMicro(us), nil
-}
-
-// record decodes the record fields of a reply.
-func (r reply) record(key once.Key) (once.Record, error) {
-	if len(r) < replyLen {
-		return once.Record{}, fmt.Errorf("%w: reply has %d fields, want %d", errCorrupt, len(r), replyLen)
-	}
-	rec := once.Record{Key: key, Result: once.Result{}}
-	var ints [3]int64
-	for i, f := range []int{fState, fAttempts, fLease} {
-		v, err := r.int(f)
-		if err != nil {
-			return once.Record{}, fmt.Errorf("%w: %w", errCorrupt, err)
-		}
-		ints[i] = v
-	}
-	if ints[0] < 1 || ints[0] > 3 || ints[1] < 0 || ints[1] > math.MaxUint32 || ints[2] < 0 {
-		return once.Record{}, fmt.Errorf("%w: state %d, attempts %d, lease %d", errCorrupt, ints[0], ints[1], ints[2])
-	}
-	rec.State = once.State(ints[0])
-	rec.Attempts = uint32(ints[1])
-	rec.Lease = time.Duration(ints[2]) * time.Microsecond
-	tok, err := strconv.ParseUint(r.str(fToken), 10, 64)
+	data, rest, err := readString(s)
 	if err != nil {
-		return once.Record{}, fmt.Errorf("%w: token: %w", errCorrupt, err)
+		return once.Result{}, err
 	}
-	rec.Token = tok
-	if err := r.times(&rec); err != nil {
+	r := once.Result{}
+	if data != "" {
+		r.Data = []byte(data)
+	}
+	r.Meta, err = decodeMeta(rest)
+	return r, err
+}
+
+// maxExact is the largest integer a Lua double holds exactly: no token the
+// scripts hand out, and no duration they store, is larger.
+const maxExact = 1 << 53
+
+// header reads the packed header of a record value (see headerLen).
+type header string
+
+func (h header) u32(off int) uint32 {
+	return uint32(h[off]) | uint32(h[off+1])<<8 | uint32(h[off+2])<<16 | uint32(h[off+3])<<24
+}
+
+// num returns the i-th double of the header.
+func (h header) num(i int) float64 {
+	off := 2 + 8*i
+	return math.Float64frombits(uint64(h.u32(off)) | uint64(h.u32(off+4))<<32)
+}
+
+// time returns the i-th double of the header as a time; 0 is the zero time.
+func (h header) time(i int) time.Time {
+	if us := h.num(i); us != 0 {
+		return time.UnixMicro(int64(us))
+	}
+	return time.Time{}
+}
+
+// splitRecord checks a record value's header and returns its variable
+// parts: the fingerprint, the encoded key and the encoded result.
+func splitRecord(v string) (fp, key, result string, err error) {
+	if len(v) < headerLen {
+		return "", "", "", fmt.Errorf("%w: %d bytes", errCorrupt, len(v))
+	}
+	h := header(v)
+	fl, kl := int64(h.u32(66)), int64(h.u32(70))
+	if fl+kl > int64(len(v)-headerLen) {
+		return "", "", "", fmt.Errorf("%w: lengths %d and %d beyond %d bytes", errCorrupt, fl, kl, len(v))
+	}
+	k := headerLen + int(fl)
+	return v[headerLen:k], v[k : k+int(kl)], v[k+int(kl):], nil
+}
+
+// decodeRecord decodes a record value (see headerLen) of key.
+func decodeRecord(key once.Key, v string) (once.Record, error) {
+	fp, _, result, err := splitRecord(v)
+	if err != nil {
 		return once.Record{}, err
 	}
-	if fp := r.str(fFingerprint); fp != "" {
+	h := header(v)
+	state, token, attempts, lease := once.State(v[0]), h.num(0), h.num(1), h.num(2)
+	if state < once.StateInProgress || state > once.StateReleased || token < 1 || token > maxExact || token != math.Trunc(token) ||
+		attempts < 0 || attempts > math.MaxUint32 || lease < 0 || lease > maxExact {
+		return once.Record{}, fmt.Errorf("%w: state %d, token %v, attempts %v, lease %v", errCorrupt, state, token, attempts, lease)
+	}
+	rec := once.Record{
+		Key: key, State: state, Token: uint64(token), Attempts: uint32(attempts),
+		Lease:          time.Duration(lease) * time.Microsecond,
+		LeaseExpiresAt: h.time(3), ExpiresAt: h.time(4),
+		CreatedAt: h.time(5), UpdatedAt: h.time(6), CompletedAt: h.time(7),
+	}
+	if fp != "" {
 		rec.Fingerprint = []byte(fp)
 	}
-	if d := r.str(fData); d != "" {
-		rec.Result.Data = []byte(d)
-	}
-	if rec.Result.Meta, err = decodeMeta(r.str(fMeta)); err != nil {
-		return once.Record{}, err
+	if state == once.StateCompleted {
+		if rec.Result, err = decodeResult(result); err != nil {
+			return once.Record{}, err
+		}
 	}
 	return rec, nil
-}
-
-func (r reply) times(rec *once.Record) error {
-	dst := []*time.Time{&rec.LeaseExpiresAt, &rec.ExpiresAt, &rec.CreatedAt, &rec.UpdatedAt, &rec.CompletedAt}
-	for i, f := range []int{fLeaseExpires, fExpires, fCreated, fUpdated, fCompleted} {
-		t, err := r.time(f)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errCorrupt, err)
-		}
-		*dst[i] = t
-	}
-	return nil
 }

@@ -17,7 +17,7 @@ const listBatch = 500
 // (the store keeps no index, so that the hot path pays nothing for listing):
 // its cost grows with the whole database, not with the scope. Each record is
 // read with the same server-clock check as Get, so only live records are
-// listed. Records written before the store kept keys in them are skipped.
+// listed.
 // Returns ErrClosed after Close, or an error wrapping ErrUnavailable.
 func (s *Store) List(ctx context.Context, scope string, fn func(once.Record) bool) error {
 	if s.closed.Load() {
@@ -68,26 +68,40 @@ func (s *Store) listKeys(ctx context.Context, keys []string, scope string, fn fu
 		execs[i] = rueidis.LuaExec{Keys: []string{k}}
 	}
 	for _, res := range getScript.lua.ExecMulti(ctx, s.client, execs...) {
-		r, err := s.parse(res)
+		msg, err := res.ToMessage()
 		if err != nil {
-			return false, err
+			return false, s.unavailable("list", err)
 		}
-		if found, _ := r.int(0); found == 0 {
-			continue
+		if msg.IsInt64() {
+			continue // not live
 		}
-		key, err := decodeKey(r.str(fKey))
-		if err != nil || key.Scope != scope {
-			continue
-		}
-		rec, err := r.record(key)
+		v, err := msg.ToString()
 		if err != nil {
 			return false, s.corrupt(err)
 		}
-		if !fn(rec) {
+		rec, ok, err := scopeRecord(v, scope)
+		if err != nil {
+			return false, s.corrupt(err)
+		}
+		if ok && !fn(rec) {
 			return false, nil
 		}
 	}
 	return true, nil
+}
+
+// scopeRecord decodes a record value if its key is in scope.
+func scopeRecord(v, scope string) (once.Record, bool, error) {
+	_, enc, _, err := splitRecord(v)
+	if err != nil {
+		return once.Record{}, false, err
+	}
+	key, err := decodeKey(enc)
+	if err != nil || key.Scope != scope {
+		return once.Record{}, false, err
+	}
+	rec, err := decodeRecord(key, v)
+	return rec, err == nil, err
 }
 
 func isPrimary(ctx context.Context, node rueidis.Client) (bool, error) {

@@ -10,14 +10,16 @@
 // inside the script, allowed since scripts replicate their effects), never
 // the client's: clients with skewed clocks agree on who holds a key.
 //
-// A record is a hash under PREFIX + "r{H}", where H is a hash of the scope and
-// ID; its change channel is PREFIX + "w{H}" and a version lives under
-// PREFIX + "v{H'}". The braces are a Redis Cluster hash tag: a record's keys
-// share one slot. The record key expires (PEXPIREAT) at the record's PurgeAt,
-// retention plus lease, so its fencing token outlives its retention and
-// tokens never go backwards. Redis expires keys by itself, so the store needs
-// no sweeping and does not implement once.Sweeper. Times are kept in
-// microseconds of the server's clock; scripts.go lists the hash's fields.
+// A record is one string value under PREFIX + "r{H}", where H is a hash of
+// the scope and ID, read with one GET and written with one SET by each
+// script; its change channel has the same name (channels are a namespace
+// apart from keys) and a version lives under PREFIX + "v{H'}". The braces
+// are a Redis Cluster hash tag: a record and its channel share one slot. The
+// record key expires (PXAT) at the record's PurgeAt, retention plus lease, so
+// its fencing token outlives its retention and tokens never go backwards.
+// Redis expires keys by itself, so the store needs no sweeping and does not
+// implement once.Sweeper. Times are kept in microseconds of the server's
+// clock; scripts.go describes the value's layout.
 //
 // Store also implements once.Lister, for operators, by SCAN over the
 // primaries: its cost grows with the whole database, not with the scope.
@@ -52,12 +54,15 @@
 //
 // # Watching
 //
-// Store implements once.Watcher: the scripts that complete, release or delete
-// a record publish on the record's channel with SPUBLISH (sharded Pub/Sub,
-// routed to the record's shard in a cluster and plain Pub/Sub otherwise), and
-// Watch subscribes with SSUBSCRIBE. Watchers of one key in one process share
-// a subscription. Messages can be lost (a reconnect, a failover), so callers
-// keep polling, only more slowly.
+// Store implements once.Watcher: Watch subscribes to the record's channel
+// with SSUBSCRIBE (sharded Pub/Sub, routed to the record's shard in a cluster
+// and plain Pub/Sub otherwise) and then marks the record as watched; the
+// scripts that complete, release or delete a marked record publish on its
+// channel with SPUBLISH. A record nobody watches costs no publish. The mark
+// stays until the key is purged, so a watcher that loses the race for a
+// released key hears about its next holder too. Watchers of one key in one
+// process share a subscription. Messages can be lost (a reconnect, a
+// failover), so callers keep polling, only more slowly.
 //
 // # Errors
 //
@@ -193,13 +198,11 @@ func New(client rueidis.Client, cfg Config) (*Store, error) {
 // Client returns the rueidis client the store uses.
 func (s *Store) Client() rueidis.Client { return s.client }
 
-func (s *Store) recordKey(k once.Key) (rec, channel string) {
-	h := slotHash(k.Scope, k.ID)
-	return s.prefix + "r{" + h + "}", s.prefix + "w{" + h + "}"
-}
+// recordKey names the record of k, and its channel.
+func (s *Store) recordKey(k once.Key) string { return hashKey(s.prefix, 'r', k.Scope, k.ID) }
 
 func (s *Store) versionKey(scope, entity string) string {
-	return s.prefix + "v{" + slotHash(scope, entity) + "}"
+	return hashKey(s.prefix, 'v', scope, entity)
 }
 
 // check returns ErrClosed after Close, or the key's validation error.
@@ -210,6 +213,19 @@ func (s *Store) check(key once.Key) error {
 	return key.Validate()
 }
 
+// checkToken is check for the operations of a holder. A token beyond
+// maxExact gets ErrFenced: no claim hands it out, and the scripts, which
+// compare tokens as doubles, would round it.
+func (s *Store) checkToken(key once.Key, token uint64) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	if token > maxExact {
+		return once.ErrFenced
+	}
+	return nil
+}
+
 // Claim implements once.Store.
 func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
 	if err := req.Validate(); err != nil {
@@ -218,16 +234,18 @@ func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRes
 	if err := s.check(req.Key); err != nil {
 		return once.ClaimResult{}, err
 	}
-	rec, _ := s.recordKey(req.Key)
 	policy := "0"
 	if req.Policy == once.AbandonRetry {
 		policy = "1"
 	}
 	args := []string{string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy, encodeKey(req.Key)}
-	r, werr := s.exec(ctx, claimScript, []string{rec}, args)
-	res, err := s.claimResult(req.Key, r)
+	msg, ran, werr := s.write(ctx, claimScript, []string{s.recordKey(req.Key)}, args)
+	if !ran {
+		return once.ClaimResult{}, werr
+	}
+	res, err := claimResult(req.Key, msg)
 	if err != nil {
-		return once.ClaimResult{}, err
+		return once.ClaimResult{}, s.corrupt(err)
 	}
 	if werr != nil {
 		if res.Outcome == once.Acquired {
@@ -246,46 +264,50 @@ func (s *Store) undoClaim(key once.Key, token uint64) {
 	_ = s.Release(ctx, key, token)
 }
 
-func (s *Store) claimResult(key once.Key, r reply) (once.ClaimResult, error) {
-	if r == nil {
-		return once.ClaimResult{}, nil
+// claimResult reads the claim script's reply {outcome, now, record}.
+func claimResult(key once.Key, msg rueidis.RedisMessage) (once.ClaimResult, error) {
+	r, err := msg.ToArray()
+	if err != nil || len(r) != 3 {
+		return once.ClaimResult{}, fmt.Errorf("%w: claim reply %v", errCorrupt, msg)
 	}
-	code, err := r.int(0)
-	if err != nil || code < int64(once.Acquired) || code > int64(once.Mismatch) {
-		return once.ClaimResult{}, s.corrupt(fmt.Errorf("%w: claim outcome %d", errCorrupt, code))
+	code, err1 := r[0].ToInt64()
+	now, err2 := r[1].ToInt64()
+	v, err3 := r[2].ToString()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return once.ClaimResult{}, fmt.Errorf("%w: claim reply: %w", errCorrupt, err)
 	}
-	rec, err := r.record(key)
+	if code < int64(once.Acquired) || code > int64(once.Mismatch) {
+		return once.ClaimResult{}, fmt.Errorf("%w: claim outcome %d", errCorrupt, code)
+	}
+	rec, err := decodeRecord(key, v)
 	if err != nil {
-		return once.ClaimResult{}, s.corrupt(err)
+		return once.ClaimResult{}, err
 	}
 	res := once.ClaimResult{Outcome: once.Outcome(code), Record: rec}
 	switch res.Outcome {
 	case once.Acquired:
 		res.Token = rec.Token
 	case once.InProgress:
-		now, _ := r.time(1)
-		res.RetryAfter = rec.LeaseExpiresAt.Sub(now)
+		res.RetryAfter = rec.LeaseExpiresAt.Sub(time.UnixMicro(now))
 	}
 	return res, nil
 }
 
 // Complete implements once.Store.
 func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result once.Result) error {
-	if err := s.check(key); err != nil {
+	if err := s.checkToken(key, token); err != nil {
 		return err
 	}
-	rec, ch := s.recordKey(key)
-	args := []string{strconv.FormatUint(token, 10), string(result.Data), encodeMeta(result.Meta)}
-	return s.execCode(ctx, completeScript, []string{rec, ch}, args)
+	args := []string{strconv.FormatUint(token, 10), encodeResult(result)}
+	return s.writeCode(ctx, completeScript, []string{s.recordKey(key)}, args)
 }
 
 // Release implements once.Store.
 func (s *Store) Release(ctx context.Context, key once.Key, token uint64) error {
-	if err := s.check(key); err != nil {
+	if err := s.checkToken(key, token); err != nil {
 		return err
 	}
-	rec, ch := s.recordKey(key)
-	return s.execCode(ctx, releaseScript, []string{rec, ch}, []string{strconv.FormatUint(token, 10)})
+	return s.writeCode(ctx, releaseScript, []string{s.recordKey(key)}, []string{strconv.FormatUint(token, 10)})
 }
 
 // Extend implements once.Store. Returns an error wrapping
@@ -294,11 +316,10 @@ func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease ti
 	if lease <= 0 {
 		return fmt.Errorf("%w: lease must be positive, got %v", once.ErrInvalidArgument, lease)
 	}
-	if err := s.check(key); err != nil {
+	if err := s.checkToken(key, token); err != nil {
 		return err
 	}
-	rec, _ := s.recordKey(key)
-	return s.execCode(ctx, extendScript, []string{rec}, []string{strconv.FormatUint(token, 10), micros(lease)})
+	return s.writeCode(ctx, extendScript, []string{s.recordKey(key)}, []string{strconv.FormatUint(token, 10), micros(lease)})
 }
 
 // Delete implements once.Store.
@@ -306,8 +327,7 @@ func (s *Store) Delete(ctx context.Context, key once.Key) error {
 	if err := s.check(key); err != nil {
 		return err
 	}
-	rec, ch := s.recordKey(key)
-	return s.execCode(ctx, deleteScript, []string{rec, ch}, nil)
+	return s.writeCode(ctx, deleteScript, []string{s.recordKey(key)}, nil)
 }
 
 // Get implements once.Store.
@@ -315,15 +335,18 @@ func (s *Store) Get(ctx context.Context, key once.Key) (once.Record, error) {
 	if err := s.check(key); err != nil {
 		return once.Record{}, err
 	}
-	rec, _ := s.recordKey(key)
-	r, err := s.exec(ctx, getScript, []string{rec}, nil)
+	msg, err := s.run(ctx, getScript, []string{s.recordKey(key)}, nil)
 	if err != nil {
 		return once.Record{}, err
 	}
-	if found, _ := r.int(0); found == 0 {
+	if msg.IsInt64() {
 		return once.Record{}, once.ErrNotFound
 	}
-	out, err := r.record(key)
+	v, err := msg.ToString()
+	if err != nil {
+		return once.Record{}, s.corrupt(err)
+	}
+	out, err := decodeRecord(key, v)
 	if err != nil {
 		return once.Record{}, s.corrupt(err)
 	}
@@ -336,16 +359,21 @@ func (s *Store) Advance(ctx context.Context, scope, entity string, version uint6
 		return false, 0, err
 	}
 	arg := fmt.Sprintf("%020d", version)
-	r, err := s.exec(ctx, advanceScript, []string{s.versionKey(scope, entity)}, []string{arg})
+	msg, _, err := s.write(ctx, advanceScript, []string{s.versionKey(scope, entity)}, []string{arg})
 	if err != nil {
 		return false, 0, err
 	}
-	applied, err1 := r.int(0)
-	cur, err2 := strconv.ParseUint(r.str(1), 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
+	r, err := msg.ToArray()
+	if err != nil || len(r) != 2 {
+		return false, 0, s.corrupt(fmt.Errorf("%w: advance reply %v", errCorrupt, msg))
+	}
+	applied, err1 := r[0].ToInt64()
+	cur, err2 := r[1].ToString()
+	v, err3 := strconv.ParseUint(cur, 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return false, 0, s.corrupt(err)
 	}
-	return applied == 1, cur, nil
+	return applied == 1, v, nil
 }
 
 // Ping implements once.Pinger.
@@ -372,13 +400,13 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// execCode runs a write script that replies with a code.
-func (s *Store) execCode(ctx context.Context, sc *script, keys, args []string) error {
-	r, werr := s.exec(ctx, sc, keys, args)
-	if r == nil {
+// writeCode runs a write script that replies with a code.
+func (s *Store) writeCode(ctx context.Context, sc *script, keys, args []string) error {
+	msg, ran, werr := s.write(ctx, sc, keys, args)
+	if !ran {
 		return werr
 	}
-	code, err := r.int(0)
+	code, err := msg.ToInt64()
 	switch {
 	case err != nil:
 		return s.corrupt(err)
@@ -392,34 +420,30 @@ func (s *Store) execCode(ctx context.Context, sc *script, keys, args []string) e
 	return werr
 }
 
-// exec runs sc. A script error, or a failure to reach Redis, returns a nil
-// reply and an error wrapping ErrUnavailable. A write the replicas did not
-// acknowledge returns the reply and such an error.
-func (s *Store) exec(ctx context.Context, sc *script, keys, args []string) (reply, error) {
-	if s.waitN > 0 && sc != getScript {
-		return s.execWait(ctx, sc, keys, args)
+// run runs sc and returns its reply. A script error, or a failure to reach
+// Redis, returns an error wrapping ErrUnavailable.
+func (s *Store) run(ctx context.Context, sc *script, keys, args []string) (rueidis.RedisMessage, error) {
+	msg, err := sc.lua.Exec(ctx, s.client, keys, args).ToMessage()
+	if err != nil {
+		return msg, s.unavailable("script", err)
 	}
-	return s.parse(sc.lua.Exec(ctx, s.client, keys, args))
+	return msg, nil
 }
 
-func (s *Store) parse(res rueidis.RedisResult) (reply, error) {
-	msg, err := res.ToMessage()
-	if err != nil {
-		return nil, s.unavailable("script", err)
+// write runs a script that writes, waiting for replicas if the store does.
+// ran reports whether the script ran: then msg is its reply, and err, if
+// any, says that the replicas did not acknowledge the write.
+func (s *Store) write(ctx context.Context, sc *script, keys, args []string) (msg rueidis.RedisMessage, ran bool, err error) {
+	if s.waitN > 0 {
+		return s.execWait(ctx, sc, keys, args)
 	}
-	if msg.IsInt64() {
-		return reply{msg}, nil
-	}
-	arr, err := msg.ToArray()
-	if err != nil {
-		return nil, s.corrupt(err)
-	}
-	return reply(arr), nil
+	msg, err = s.run(ctx, sc, keys, args)
+	return msg, err == nil, err
 }
 
 // execWait runs sc followed by WAIT on one connection: WAIT counts the
 // replicas that acknowledged the writes of its own connection.
-func (s *Store) execWait(ctx context.Context, sc *script, keys, args []string) (r reply, err error) {
+func (s *Store) execWait(ctx context.Context, sc *script, keys, args []string) (msg rueidis.RedisMessage, ran bool, err error) {
 	derr := s.client.Dedicated(func(c rueidis.DedicatedClient) error {
 		res := c.DoMulti(ctx,
 			c.B().Evalsha().Sha1(sc.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(),
@@ -429,9 +453,11 @@ func (s *Store) execWait(ctx context.Context, sc *script, keys, args []string) (
 				c.B().Eval().Script(sc.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(),
 				c.B().Wait().Numreplicas(s.waitN).Timeout(s.waitMS).Build())
 		}
-		if r, err = s.parse(res[0]); err != nil {
+		if msg, err = res[0].ToMessage(); err != nil {
+			err = s.unavailable("script", err)
 			return nil
 		}
+		ran = true
 		n, werr := res[1].AsInt64()
 		switch {
 		case werr != nil:
@@ -442,9 +468,9 @@ func (s *Store) execWait(ctx context.Context, sc *script, keys, args []string) (
 		return nil
 	})
 	if derr != nil && err == nil {
-		return nil, s.unavailable("wait", derr)
+		return msg, false, s.unavailable("wait", derr)
 	}
-	return r, err
+	return msg, ran, err
 }
 
 func (s *Store) unavailable(op string, err error) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -459,7 +460,7 @@ func TestWaitReplicasWithoutReplicas(t *testing.T) {
 
 func (s *Store) pttl(tb testing.TB, k once.Key) time.Duration {
 	tb.Helper()
-	rec, _ := s.recordKey(k)
+	rec := s.recordKey(k)
 	ms, err := s.client.Do(ctx, s.client.B().Pttl().Key(rec).Build()).AsInt64()
 	if err != nil {
 		tb.Fatal(err)
@@ -469,10 +470,57 @@ func (s *Store) pttl(tb testing.TB, k once.Key) time.Duration {
 
 func (s *Store) exists(tb testing.TB, k once.Key) int64 {
 	tb.Helper()
-	rec, _ := s.recordKey(k)
+	rec := s.recordKey(k)
 	n, err := s.client.Do(ctx, s.client.B().Exists().Key(rec).Build()).AsInt64()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return n
+}
+
+// TestCorruptRecord: a record key holding something else (a foreign string,
+// a hash) makes that key's operations fail with ErrUnavailable, and leaves
+// the others alone.
+func TestCorruptRecord(t *testing.T) {
+	s := newTestStore(t)
+	str, hash := freshKey(t), freshKey(t)
+	if err := s.client.Do(ctx, s.client.B().Set().Key(s.recordKey(str)).Value("not a record").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.client.Do(ctx, s.client.B().Hset().Key(s.recordKey(hash)).FieldValue().FieldValue("s", "1").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []once.Key{str, hash} {
+		_, err := s.Claim(ctx, claimReq(k, time.Minute, time.Hour))
+		wantErr(t, err, once.ErrUnavailable)
+		wantErr(t, s.Complete(ctx, k, 1, once.Result{}), once.ErrUnavailable)
+		_, err = s.Get(ctx, k)
+		wantErr(t, err, once.ErrUnavailable)
+	}
+	wantOutcome(t, mustClaim(t, s, claimReq(freshKey(t), time.Minute, time.Hour)), once.Acquired)
+}
+
+// TestReplayOutOfMemory: a Redis at its maxmemory (noeviction) refuses new
+// claims but still replays stored results.
+func TestReplayOutOfMemory(t *testing.T) {
+	needBinaries(t, "redis-server")
+	srv := startRedis(t, t.TempDir(), freePort(t), "--maxmemory-policy", "noeviction")
+	s := openTest(t, "redis://"+srv.addr()+"/0", Config{})
+	k := freshKey(t)
+	res := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
+	if err := s.Complete(ctx, k, res.Token, once.Result{Data: []byte("stored")}); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := srv.command("CONFIG SET maxmemory 1"); err != nil || reply != "+OK" {
+		t.Fatalf("CONFIG SET maxmemory: %q, %v", reply, err)
+	}
+	replay := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
+	if replay.Outcome != once.Completed || string(replay.Record.Result.Data) != "stored" {
+		t.Fatalf("replay out of memory: %+v", replay)
+	}
+	_, err := s.Claim(ctx, claimReq(freshKey(t), time.Minute, time.Hour))
+	wantErr(t, err, once.ErrUnavailable)
+	if !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("fresh claim out of memory: %v, want Redis's OOM error", err)
+	}
 }

@@ -28,24 +28,31 @@ func newScript(readonly bool, src string) *script {
 	return s
 }
 
-// The record hash. Field names are short because every record carries them.
-// Times are microseconds since the Unix epoch on the Redis server's clock and
-// durations are microseconds: both stay below 2^53, so Lua's doubles hold
-// them exactly. The token is kept as a decimal string and compared as one.
+// A record is one string value, so that a script reads it with one GET and
+// writes it with one SET: a header packed with Lua's struct library
+// ('<BBddddddddI4I4', little-endian, 74 bytes), then the fingerprint, the
+// encoded key (see encodeKey, for List) and, once completed, the encoded
+// result (see encodeResult). The header holds, in order:
 //
-//	f   fingerprint (absent when empty)
-//	s   state: 1 in progress, 2 completed, 3 released
-//	t   fencing token
-//	a   attempts
-//	l   lease (of the latest Claim or Extend)
-//	le  lease deadline
-//	e   retention deadline (ExpiresAt)
-//	c   created, u updated, d completed
-//	r   result data, m result metadata (see encodeMeta)
-//	k   scope and ID (see encodeKey), for List
+//	state       1 in progress, 2 completed, 3 released
+//	flags       1 if a watcher waits for the record (see Store.Watch)
+//	token       fencing token
+//	attempts
+//	lease       of the latest Claim or Extend (the purge slack, see fsm.keepPurge)
+//	lease deadline
+//	expires     retention deadline (ExpiresAt)
+//	created, updated, completed
+//	fingerprint length, key length
 //
-// The key itself expires (PEXPIREAT) at e + l, the record's PurgeAt, so the
+// Numbers are doubles: times are microseconds since the Unix epoch on the
+// Redis server's clock and durations are microseconds, and both stay below
+// 2^53, so Lua's doubles hold them exactly; so does a token, which grows by
+// one per claim. The scripts never look into the result: Complete sends it
+// encoded and compares it byte for byte.
+//
+// The key expires (PXAT) at expires + lease, the record's PurgeAt, so the
 // token counter outlives the record's retention.
+const headerLen = 74
 
 // Reply codes of the write scripts.
 const (
@@ -54,138 +61,131 @@ const (
 	codeNotFound = 2
 )
 
-// prelude is shared by every script: the server clock and integer formatting
-// (tostring would print large numbers in exponent form).
+// prelude is shared by every record script: the header layout, the server
+// clock, and the key's expiry in whole milliseconds (a number passed as is
+// to redis.call could be written in exponent form).
 const prelude = `
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local function fmt(n) return string.format('%d', n) end
-local function purge_ms(e, l) return fmt(math.ceil((e + l) / 1000)) end
+local H, pack, unpack, sub = '<BBddddddddI4I4', struct.pack, struct.unpack, string.sub
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local k = KEYS[1]
+local function pxat(e, l) return string.format('%d', math.ceil((e + l) / 1000)) end
 `
 
 // claimScript mirrors fsm.Claim. KEYS[1] record. ARGV fingerprint, lease,
-// retention, policy ("1" = retry), encoded key (for List). Replies {outcome, now, record fields...}
-// with the outcome numbered as once.Outcome.
+// retention, policy ("1" = retry), encoded key. Replies {outcome, now,
+// record} with the outcome numbered as once.Outcome.
+//
+// It first tries to create the record of a fresh key, with SET NX GET: one
+// write that also reads whatever record is there. pcall, because that SET is
+// refused when Redis is out of memory, while a claim that only replays a
+// stored result must still work then.
 var claimScript = newScript(false, prelude+`
-local k = KEYS[1]
-local now = now_us()
-local fp, lease, ret = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local h = redis.call('HMGET', k, 'f', 's', 't', 'a', 'l', 'le', 'e', 'c', 'u', 'd')
-local exists = h[3] ~= false
-local live = exists and now < tonumber(h[7])
-local function found(outcome)
-  local res = {false, false}
-  if h[2] == '2' then res = redis.call('HMGET', k, 'r', 'm') end
-  return {outcome, now, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], res[1], res[2]}
+local fp, key, lease = ARGV[1], ARGV[5], tonumber(ARGV[2])
+local e = now + math.max(tonumber(ARGV[3]), lease)
+local v = pack(H, 1, 0, 1, 1, lease, now + lease, e, now, now, 0, #fp, #key) .. fp .. key
+local old = redis.pcall('SET', k, v, 'NX', 'GET', 'PXAT', pxat(e, lease))
+if type(old) == 'table' then
+  old = redis.call('GET', k)
+  if not old then redis.call('SET', k, v, 'PXAT', pxat(e, lease)) end
 end
-if live and h[2] ~= '3' then
-  local rf = h[1] or ''
-  if #fp > 0 and #rf > 0 and fp ~= rf then return found(5) end
-  if h[2] == '2' then return found(2) end
-  if now < tonumber(h[6]) then return found(3) end
-  if ARGV[4] ~= '1' then return found(4) end
+if not old then return {1, now, v} end
+local s, w, tok, a, l, le, oe, c, _, _, fl = unpack(H, old)
+local live = now < oe
+if live and s ~= 3 then
+  if #fp > 0 and fl > 0 and fp ~= sub(old, 75, 74 + fl) then return {5, now, old} end
+  if s == 2 then return {2, now, old} end
+  if now < le then return {3, now, old} end
+  if ARGV[4] ~= '1' then return {4, now, old} end
 end
-local token, attempts, created = 1, 1, now
-if exists then
-  token = tonumber(h[3]) + 1
-  if live then
-    attempts = tonumber(h[4]) + 1
-    created = tonumber(h[8])
-    if h[2] == '1' and #fp == 0 then fp = h[1] or '' end
-  end
-  redis.call('DEL', k)
+local attempts, created = 1, now
+if live then
+  attempts, created = a + 1, c
+  if s == 1 and #fp == 0 then fp = sub(old, 75, 74 + fl) end
 end
-local e = now + math.max(ret, lease)
 -- fsm.keepPurge: the purge time never moves earlier than the old record's.
-local slack = lease
-if exists and tonumber(h[7]) + tonumber(h[5]) - e > slack then slack = tonumber(h[7]) + tonumber(h[5]) - e end
-local n = {1, now, false, '1', fmt(token), fmt(attempts), fmt(slack), fmt(now + lease), fmt(e), fmt(created), fmt(now), false, false, false}
-redis.call('HSET', k, 's', '1', 't', n[5], 'a', n[6], 'l', n[7], 'le', n[8], 'e', n[9], 'c', n[10], 'u', n[11], 'k', ARGV[5])
-if #fp > 0 then
-  redis.call('HSET', k, 'f', fp)
-  n[3] = fp
-end
-redis.call('PEXPIREAT', k, purge_ms(e, slack))
-return n
+local slack = math.max(lease, oe + l - e)
+v = pack(H, 1, w, tok + 1, attempts, slack, now + lease, e, created, now, 0, #fp, #key) .. fp .. key
+redis.call('SET', k, v, 'PXAT', pxat(e, slack))
+return {1, now, v}
 `)
 
-// completeScript mirrors fsm.Complete. KEYS[1] record, KEYS[2] channel.
-// ARGV token, data, meta.
+// completeScript mirrors fsm.Complete. KEYS[1] record. ARGV token, encoded
+// result. It publishes on the record's channel only if a watcher waits.
 var completeScript = newScript(false, prelude+`
-local k = KEYS[1]
-local now = now_us()
-local h = redis.call('HMGET', k, 's', 't', 'e')
-if h[2] ~= ARGV[1] or now >= tonumber(h[3]) then return 1 end
-if h[1] == '2' then
-  local r = redis.call('HMGET', k, 'r', 'm')
-  if (r[1] or '') == ARGV[2] and (r[2] or '') == ARGV[3] then return 0 end
+local v = redis.call('GET', k)
+if not v then return 1 end
+local s, w, tok, a, l, le, e, c, _, _, fl, kl = unpack(H, v)
+if tok ~= tonumber(ARGV[1]) or now >= e then return 1 end
+if s == 2 then
+  if sub(v, 75 + fl + kl) == ARGV[2] then return 0 end
   return 1
 end
-if h[1] ~= '1' then return 1 end
-redis.call('HSET', k, 's', '2', 'r', ARGV[2], 'm', ARGV[3], 'd', fmt(now), 'u', fmt(now))
-redis.call('SPUBLISH', KEYS[2], 'completed')
+if s ~= 1 then return 1 end
+redis.call('SET', k, pack(H, 2, w, tok, a, l, le, e, c, now, now, fl, kl) .. sub(v, 75, 74 + fl + kl) .. ARGV[2], 'KEEPTTL')
+if w == 1 then redis.call('SPUBLISH', k, 'completed') end
 return 0
 `)
 
-// releaseScript mirrors fsm.Release. KEYS[1] record, KEYS[2] channel.
-// ARGV token.
+// releaseScript mirrors fsm.Release. KEYS[1] record. ARGV token.
 var releaseScript = newScript(false, prelude+`
-local k = KEYS[1]
-local now = now_us()
-local h = redis.call('HMGET', k, 's', 't', 'e')
-if h[2] ~= ARGV[1] or now >= tonumber(h[3]) then return 1 end
-if h[1] == '3' then return 0 end
-if h[1] ~= '1' then return 1 end
-redis.call('HSET', k, 's', '3', 'u', fmt(now))
-redis.call('SPUBLISH', KEYS[2], 'released')
+local v = redis.call('GET', k)
+if not v then return 1 end
+local s, w, tok, a, l, le, e, c, _, d, fl, kl = unpack(H, v)
+if tok ~= tonumber(ARGV[1]) or now >= e then return 1 end
+if s == 3 then return 0 end
+if s ~= 1 then return 1 end
+redis.call('SET', k, pack(H, 3, w, tok, a, l, le, e, c, now, d, fl, kl) .. sub(v, 75), 'KEEPTTL')
+if w == 1 then redis.call('SPUBLISH', k, 'released') end
 return 0
 `)
 
 // extendScript mirrors fsm.Extend. KEYS[1] record. ARGV token, lease.
 var extendScript = newScript(false, prelude+`
-local k = KEYS[1]
-local now = now_us()
-local h = redis.call('HMGET', k, 's', 't', 'e', 'l')
-if h[2] ~= ARGV[1] or now >= tonumber(h[3]) or h[1] ~= '1' then return 1 end
+local v = redis.call('GET', k)
+if not v then return 1 end
+local s, w, tok, a, l, le, e, c, _, d, fl, kl = unpack(H, v)
+if tok ~= tonumber(ARGV[1]) or now >= e or s ~= 1 then return 1 end
 local lease = tonumber(ARGV[2])
-local le = now + lease
-local e = math.max(tonumber(h[3]), le)
-local slack = lease
-if tonumber(h[3]) + tonumber(h[4]) - e > slack then slack = tonumber(h[3]) + tonumber(h[4]) - e end
-redis.call('HSET', k, 'l', fmt(slack), 'le', fmt(le), 'e', fmt(e), 'u', fmt(now))
-redis.call('PEXPIREAT', k, purge_ms(e, slack))
+local ne = math.max(e, now + lease)
+local slack = math.max(lease, e + l - ne)
+redis.call('SET', k, pack(H, 1, w, tok, a, slack, now + lease, ne, c, now, d, fl, kl) .. sub(v, 75), 'PXAT', pxat(ne, slack))
 return 0
 `)
 
 // deleteScript mirrors fsm.Delete: the record expires now and its tombstone
 // (the token) is kept a lease longer, stretched by what remains of a live
 // lease. The result is dropped: nothing reads a tombstone's result.
-// KEYS[1] record, KEYS[2] channel.
+// KEYS[1] record.
 var deleteScript = newScript(false, prelude+`
-local k = KEYS[1]
-local now = now_us()
-local h = redis.call('HMGET', k, 't', 'e', 'le', 'l')
-if h[1] == false or now >= tonumber(h[2]) then return 2 end
-local lease = tonumber(h[4])
-local le = tonumber(h[3])
-if le > now then lease = lease + (le - now) end
-redis.call('HSET', k, 'e', fmt(now), 'l', fmt(lease), 'u', fmt(now))
-redis.call('HDEL', k, 'r', 'm')
-redis.call('PEXPIREAT', k, purge_ms(now, lease))
-redis.call('SPUBLISH', KEYS[2], 'deleted')
+local v = redis.call('GET', k)
+if not v then return 2 end
+local s, w, tok, a, l, le, e, c, _, d, fl, kl = unpack(H, v)
+if now >= e then return 2 end
+if le > now then l = l + (le - now) end
+redis.call('SET', k, pack(H, s, w, tok, a, l, le, now, c, now, d, fl, kl) .. sub(v, 75, 74 + fl + kl), 'PXAT', pxat(now, l))
+if w == 1 then redis.call('SPUBLISH', k, 'deleted') end
 return 0
 `)
 
 // getScript mirrors fsm.Get: it needs the server clock to tell a live record
-// from a tombstone. KEYS[1] record. Replies {0} or {1, now, record fields...,
-// encoded key}.
+// from a tombstone. KEYS[1] record. Replies with the record, or 0.
 var getScript = newScript(true, prelude+`
-local now = now_us()
-local h = redis.call('HMGET', KEYS[1], 'f', 's', 't', 'a', 'l', 'le', 'e', 'c', 'u', 'd', 'r', 'm', 'k')
-if h[3] == false or now >= tonumber(h[7]) then return {0} end
-return {1, now, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13]}
+local v = redis.call('GET', k)
+if not v or now >= unpack('<d', v, 35) then return 0 end
+return v
+`)
+
+// watchScript marks an in-progress record as watched, so that the scripts
+// that change it publish. KEYS[1] record. Replies 1 if the record is in
+// progress (and now marked), 0 if there is nothing to wait for.
+var watchScript = newScript(false, prelude+`
+local v = redis.call('GET', k)
+if not v then return 0 end
+local s, w, _, _, _, _, e = unpack(H, v)
+if s ~= 1 or now >= e then return 0 end
+if w ~= 1 then redis.call('SETRANGE', k, 1, '\1') end
+return 1
 `)
 
 // advanceScript mirrors fsm.Advance. Versions are uint64, beyond what a Lua

@@ -10,16 +10,19 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Watch implements once.Watcher. It returns once the subscription is active
-// on the server, so that a change made after Watch returns is announced.
+// Watch implements once.Watcher. Once the subscription to the record's
+// channel is active on the server, Watch marks the record as watched, so that
+// a change made after Watch returns is announced. If the record is not in
+// progress at that moment (completed, released, absent), there is nothing to
+// wait for: the channel receives a value at once, and the caller looks again.
 // Returns ErrClosed after Close, or an error wrapping ErrUnavailable if the
-// subscription failed or ctx ended first.
+// subscription or the mark failed or ctx ended first.
 func (s *Store) Watch(ctx context.Context, key once.Key) (<-chan struct{}, func(), error) {
 	if err := s.check(key); err != nil {
 		return nil, nil, err
 	}
-	_, channel := s.recordKey(key)
-	w, sub, err := s.hub.join(channel)
+	rec := s.recordKey(key)
+	w, sub, err := s.hub.join(rec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -33,6 +36,14 @@ func (s *Store) Watch(ctx context.Context, key once.Key) (<-chan struct{}, func(
 	if sub.err != nil {
 		stop()
 		return nil, nil, s.unavailable("subscribe", sub.err)
+	}
+	msg, err := s.run(ctx, watchScript, []string{rec}, nil)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if waiting, err := msg.ToInt64(); err != nil || waiting == 0 {
+		s.hub.wake(sub, w)
 	}
 	return w, stop, nil
 }
@@ -137,10 +148,24 @@ func (h *hub) notify(sub *subscription) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range sub.waiters {
-		select {
-		case w <- struct{}{}:
-		default:
-		}
+		wake(w)
+	}
+}
+
+// wake wakes one waiter of sub, unless it has left or sub has ended (which
+// closed its channel).
+func (h *hub) wake(sub *subscription, w chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := sub.waiters[w]; ok {
+		wake(w)
+	}
+}
+
+func wake(w chan struct{}) {
+	select {
+	case w <- struct{}{}:
+	default:
 	}
 }
 

@@ -43,7 +43,9 @@ func TestWatchWakesOnCompletionFromAnotherClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	other, stopOther, err := watcher.Watch(ctx, once.Key{Scope: k.Scope, ID: k.ID + "-other"})
+	otherKey := once.Key{Scope: k.Scope, ID: k.ID + "-other"}
+	mustClaim(t, worker, claimReq(otherKey, time.Minute, time.Hour))
+	other, stopOther, err := watcher.Watch(ctx, otherKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,4 +179,77 @@ func TestWatchCancelledContext(t *testing.T) {
 	if err != nil {
 		wantErr(t, err, once.ErrUnavailable)
 	}
+}
+
+// TestWatchNothingToWaitFor: a record that is not in progress (absent,
+// completed, released) wakes its watcher at once, without closing the
+// channel.
+func TestWatchNothingToWaitFor(t *testing.T) {
+	s := newTestStore(t)
+	completed, released := freshKey(t), freshKey(t)
+	res := mustClaim(t, s, claimReq(completed, time.Minute, time.Hour))
+	if err := s.Complete(ctx, completed, res.Token, once.Result{}); err != nil {
+		t.Fatal(err)
+	}
+	res = mustClaim(t, s, claimReq(released, time.Minute, time.Hour))
+	if err := s.Release(ctx, released, res.Token); err != nil {
+		t.Fatal(err)
+	}
+	for name, k := range map[string]once.Key{"absent": freshKey(t), "completed": completed, "released": released} {
+		ch, stop, err := s.Watch(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				t.Fatalf("%s: channel closed, want a value", name)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: watcher not woken at once", name)
+		}
+		stop()
+	}
+}
+
+// TestUnwatchedRecordsDoNotPublish: a record nobody marked is completed
+// without a message on its channel, even to a subscriber.
+func TestUnwatchedRecordsDoNotPublish(t *testing.T) {
+	s := newTestStore(t)
+	k := freshKey(t)
+	res := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
+	// Subscribed, but without Watch's mark.
+	w, sub, err := s.hub.join(s.recordKey(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.hub.leave(sub, w)
+	waitFor(t, sub.ready, 5*time.Second, "subscribe")
+	if err := s.Complete(ctx, k, res.Token, once.Result{}); err != nil {
+		t.Fatal(err)
+	}
+	quiet(t, w, 100*time.Millisecond, "unwatched complete")
+}
+
+// TestWatchMarkOutlivesARelease: a watcher woken by a release that then
+// loses the key to another claim hears about that claim's completion too.
+func TestWatchMarkOutlivesARelease(t *testing.T) {
+	s := newTestStore(t)
+	k := freshKey(t)
+	first := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
+	ch, stop, err := s.Watch(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := s.Release(ctx, k, first.Token); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ch, 5*time.Second, "release")
+	second := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
+	wantOutcome(t, second, once.Acquired)
+	if err := s.Complete(ctx, k, second.Token, once.Result{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ch, 5*time.Second, "complete after a second claim")
 }

@@ -196,15 +196,18 @@ func (e *Executor) Close() error {
 // Watcher store) for up to Config.Wait, then returns a *ClaimError wrapping
 // ErrInProgress with RetryAfter; with NoWait it returns that at once.
 //
-// fn runs in its own goroutine with a context that keeps ctx's values but not
-// its cancellation: it is cancelled only when every caller waiting for the
-// execution has gone (their contexts are done), or when the lease is lost
-// (context.Cause wraps ErrFenced), or when the lease could not be renewed
-// before it passed. A caller whose ctx ends while it waits for the execution
-// leaves at once with ctx.Err(); the first store call of a key (the Claim
-// that decides whether fn runs) is made on the caller's goroutine and is not
-// cut short, because a Claim abandoned half-way may still have acquired the
-// key. It is bounded by the store's own timeouts.
+// fn runs with a context that keeps ctx's values but not its cancellation: it
+// is cancelled only when every caller waiting for the execution has gone
+// (their contexts are done), or when the lease is lost (context.Cause wraps
+// ErrFenced), or when the lease could not be renewed before it passed. A
+// caller whose ctx ends while it waits for the execution leaves at once with
+// ctx.Err(), so fn runs in a goroutine of its own; but when ctx can never be
+// cancelled (ctx.Done() is nil, as for context.Background or
+// context.WithoutCancel) the caller waits for fn in any case, and fn runs on
+// the caller's goroutine. The first store call of a key (the Claim that
+// decides whether fn runs) is made on the caller's goroutine and is not cut
+// short, because a Claim abandoned half-way may still have acquired the key.
+// It is bounded by the store's own timeouts.
 //
 // The outcome of fn decides the key's state:
 //   - nil error: the result is stored (Complete) and returned.
@@ -217,6 +220,9 @@ func (e *Executor) Close() error {
 //     and the error is returned.
 //   - a panic: the key is released and the caller that started the execution
 //     panics with the same value; the other callers get ErrPanicked.
+//   - runtime.Goexit: the key is released and the other callers get an
+//     error; so does the caller that started the execution, unless fn ran on
+//     its goroutine, which then exits too.
 //
 // Claim outcomes that do not run fn are errors of type *ClaimError wrapping
 // ErrInProgress, ErrAbandoned or ErrMismatch. A lost lease gives an error
@@ -278,17 +284,18 @@ type async struct {
 // for it. The goroutine that drives it (the first caller, then the goroutine
 // lead starts) is the only writer of its unguarded fields.
 type flight struct {
-	e       *Executor
-	sh      *flightShard
-	key     Key
-	fp      []byte
-	fn      Func
-	values  context.Context         // the caller's, without its cancellation
-	ctx     context.Context         // fn's context (values, then cancellable)
-	cancel  context.CancelCauseFunc // set by goAsync, under the shard's mu
-	prev    *flight                 // an orphaned flight of the key still running, if any
-	decided chan struct{}
-	done    chan struct{}
+	e        *Executor
+	sh       *flightShard
+	key      Key
+	fp       []byte
+	fn       Func
+	values   context.Context         // the caller's, without its cancellation
+	leavable bool                    // the first caller's context can be cancelled
+	ctx      context.Context         // fn's context (values, then cancellable)
+	cancel   context.CancelCauseFunc // set by goAsync, under the shard's mu
+	prev     *flight                 // an orphaned flight of the key still running, if any
+	decided  chan struct{}
+	done     chan struct{}
 
 	// Guarded by the shard's mu.
 	refs     int  // callers whose context is not done
@@ -342,11 +349,12 @@ func (e *Executor) attach(ctx context.Context, key Key, fp []byte, fn Func) (*fl
 }
 
 func (e *Executor) newFlight(ctx context.Context, sh *flightShard, key Key, fp []byte, fn Func) *flight {
-	if ctx.Done() != nil {
+	leavable := ctx.Done() != nil
+	if leavable {
 		ctx = context.WithoutCancel(ctx)
 	}
 	return &flight{
-		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, values: ctx, ctx: ctx,
+		e: e, sh: sh, key: key, fp: bytes.Clone(fp), fn: fn, values: ctx, ctx: ctx, leavable: leavable,
 		refs: 1, decided: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -385,7 +393,9 @@ func (e *Executor) detach(f *flight) {
 }
 
 // lead makes the flight's first Claim in the caller's goroutine, so that a
-// replay costs no goroutine, and hands longer work to a goroutine of its own.
+// replay costs no goroutine, and hands longer work to a worker, unless the
+// caller cannot leave: then handing it over would only cost two goroutine
+// switches.
 func (e *Executor) lead(f *flight) {
 	f.start = time.Now()
 	cr, err := e.claim(f)
@@ -405,6 +415,10 @@ func (e *Executor) lead(f *flight) {
 		return
 	}
 	f.goAsync()
+	if !f.leavable {
+		e.drive(f)
+		return
+	}
 	e.workers.run(f)
 }
 

@@ -352,19 +352,42 @@ func TestDoAbandon(t *testing.T) {
 }
 
 func TestDoGoexit(t *testing.T) {
-	st := newCounting()
-	ex := newExecutor(t, st, once.Config{})
-	key := once.Key{ID: "goexit"}
-	_, err := ex.Do(context.Background(), key, nil, func(context.Context) (once.Result, error) {
+	goexit := func(context.Context) (once.Result, error) {
 		runtime.Goexit()
 		return once.Result{}, nil
+	}
+	t.Run("CallerThatCanLeave", func(t *testing.T) { // fn ran on a goroutine of its own
+		st := newCounting()
+		ex := newExecutor(t, st, once.Config{})
+		key := once.Key{ID: "goexit"}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, err := ex.Do(ctx, key, nil, goexit)
+		if err == nil || st.releases.Load() != 1 {
+			t.Fatalf("err = %v, releases = %d; want an error and the key released", err, st.releases.Load())
+		}
+		if x := mustDo(t, ex, key, nil, returns("ok")); x.Attempts != 2 {
+			t.Errorf("after Goexit = %+v, want a second attempt", x)
+		}
 	})
-	if err == nil || st.releases.Load() != 1 {
-		t.Fatalf("err = %v, releases = %d; want an error and the key released", err, st.releases.Load())
-	}
-	if x := mustDo(t, ex, key, nil, returns("ok")); x.Attempts != 2 {
-		t.Errorf("after Goexit = %+v, want a second attempt", x)
-	}
+	t.Run("CallerThatCannotLeave", func(t *testing.T) { // fn ran on the caller's goroutine
+		st := newCounting()
+		ex := newExecutor(t, st, once.Config{})
+		key := once.Key{ID: "goexit-inline"}
+		exited := make(chan bool)
+		go func() {
+			returned := false
+			defer func() { exited <- returned }()
+			ex.Do(context.Background(), key, nil, goexit)
+			returned = true
+		}()
+		if <-exited || st.releases.Load() != 1 {
+			t.Fatalf("Do returned, or releases = %d; want the caller's goroutine to exit and the key released", st.releases.Load())
+		}
+		if x := mustDo(t, ex, key, nil, returns("ok")); x.Attempts != 2 {
+			t.Errorf("after Goexit = %+v, want a second attempt", x)
+		}
+	})
 }
 
 func TestDoPanic(t *testing.T) {
@@ -1005,9 +1028,15 @@ func BenchmarkDoFresh(b *testing.B) {
 func TestDoWorkersExitOnClose(t *testing.T) {
 	before := runtime.NumGoroutine()
 	ex := once.New(memstore.New(memstore.Config{}), once.Config{})
+	ctx, cancel := context.WithCancel(context.Background()) // callers that can leave: fn runs on a worker
+	defer cancel()
 	var wg sync.WaitGroup
 	for i := range 50 {
-		wg.Go(func() { mustDo(t, ex, once.Key{ID: strconv.Itoa(i)}, nil, returns("ok")) })
+		wg.Go(func() {
+			if _, err := ex.Do(ctx, once.Key{ID: strconv.Itoa(i)}, nil, returns("ok")); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	wg.Wait()
 	ex.Close()

@@ -314,8 +314,8 @@ type bodyReader struct{ bytes.Reader }
 func (*bodyReader) Close() error { return nil }
 
 // serveRecovering serves r, returning what the handler panicked with, if
-// anything: Do runs it in a goroutine of its own, where a panic would end
-// the process.
+// anything, so that Do releases the key before the panic goes on (respond
+// panics again with the value).
 func serveRecovering(next http.Handler, w http.ResponseWriter, r *http.Request) (p any) {
 	defer func() { p = recover() }()
 	next.ServeHTTP(w, r)

@@ -98,14 +98,14 @@ func (o *op) record() *once.Record {
 }
 
 // store writes n as the key's record, then reclaims a little of the shard.
-// repack says that n's fingerprint or result may differ from the record's.
-func (o *op) store(n *once.Record, repack bool) {
+// c says what of the record's payload changes.
+func (o *op) store(n *once.Record, c change) {
 	fresh := o.slot < 0
 	if fresh {
 		o.slot = o.sh.add(uint32(o.hash), o.head)
-		repack = true
+		c = newPayload
 	}
-	o.sh.put(o.slot, n, &o.s.tl, repack, fresh)
+	o.sh.put(o.slot, n, &o.s.tl, c, fresh)
 	o.sh.evict(o.now, &o.s.tl, evictPerWrite)
 }
 
@@ -135,7 +135,7 @@ func (s *Store) Claim(_ context.Context, req once.ClaimRequest) (once.ClaimResul
 	var n once.Record
 	changed, res := fsm.ClaimInto(&n, o.record(), req, o.now)
 	if changed {
-		o.store(&n, true)
+		o.store(&n, newPayload)
 	}
 	res.Record = detach(res.Record)
 	return res, nil
@@ -151,7 +151,7 @@ func (s *Store) Complete(_ context.Context, key once.Key, token uint64, result o
 	var n once.Record
 	changed, err := fsm.CompleteInto(&n, o.record(), token, result, o.now)
 	if changed {
-		o.store(&n, true)
+		o.store(&n, withResult)
 	}
 	return err
 }
@@ -166,7 +166,7 @@ func (s *Store) Release(_ context.Context, key once.Key, token uint64) error {
 	var n once.Record
 	changed, err := fsm.ReleaseInto(&n, o.record(), token, o.now)
 	if changed {
-		o.store(&n, false)
+		o.store(&n, keepPayload)
 	}
 	return err
 }
@@ -184,7 +184,7 @@ func (s *Store) Extend(_ context.Context, key once.Key, token uint64, lease time
 	var n once.Record
 	changed, err := fsm.ExtendInto(&n, o.record(), token, lease, o.now)
 	if changed {
-		o.store(&n, false)
+		o.store(&n, keepPayload)
 	}
 	return err
 }
@@ -213,7 +213,7 @@ func (s *Store) Delete(_ context.Context, key once.Key) error {
 	var n once.Record
 	changed, err := fsm.DeleteInto(&n, o.record(), o.now)
 	if changed {
-		o.store(&n, false)
+		o.store(&n, keepPayload)
 	}
 	return err
 }

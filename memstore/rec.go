@@ -1,7 +1,6 @@
 package memstore
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
 	"time"
@@ -76,25 +75,51 @@ func (r *rec) meta() []byte { return r.blob[len(r.blob)-int(r.metaLen):] }
 
 func capped(b []byte, at, n int) []byte { return b[at : at+n : at+n] }
 
-// smallPayload is the size up to which pack builds a payload on the stack.
+// smallPayload is the size up to which a payload is built on the stack.
 const smallPayload = 128
 
-// pack stores the payload of n (key, fingerprint, result) in a new blob.
-func (r *rec) pack(n *once.Record) {
+// pack stores the payload of n (key, fingerprint, result) in a new blob,
+// leaving room for reserve more bytes: the result that an in-progress
+// record is likely to receive, which addResult then writes in place.
+func (r *rec) pack(n *once.Record, reserve int) {
 	fixed := len(n.Key.Scope) + len(n.Key.ID) + len(n.Fingerprint) + len(n.Result.Data)
 	if fixed > smallPayload {
-		size := fixed
+		size := fixed + reserve
 		for k, v := range n.Result.Meta {
 			size += 2*binary.MaxVarintLen64 + len(k) + len(v)
 		}
-		r.blob = appendPayload(make([]byte, 0, size), n)
+		r.blob = appendResult(appendKey(make([]byte, 0, size), n), n.Result)
 	} else {
 		// Built on the stack and copied into a blob of the right size, so
 		// that the metadata map is walked once.
 		var scratch [2 * smallPayload]byte
-		r.blob = bytes.Clone(appendPayload(scratch[:0], n))
+		b := appendResult(appendKey(scratch[:0], n), n.Result)
+		r.blob = append(make([]byte, 0, len(b)+reserve), b...)
 	}
-	meta := len(r.blob) - fixed
+	r.setLens(n, len(r.blob)-fixed)
+}
+
+// addResult stores n's result after the key and fingerprint the blob holds
+// already, in the blob's spare room if the result fits there (bytes past the
+// blob's length, which no view can reach), else in a new blob.
+func (r *rec) addResult(n *once.Record) {
+	prefix := int(r.scopeLen) + int(r.idLen) + int(r.fpLen)
+	if len(r.blob) != prefix || len(n.Result.Data) > smallPayload {
+		r.pack(n, 0)
+		return
+	}
+	var scratch [2 * smallPayload]byte
+	res := appendResult(scratch[:0], n.Result)
+	if len(res) > cap(r.blob)-len(r.blob) {
+		r.pack(n, 0)
+		return
+	}
+	r.blob = append(r.blob, res...)
+	r.setLens(n, len(res)-len(n.Result.Data))
+}
+
+// setLens records the lengths of n's payload, whose metadata took meta bytes.
+func (r *rec) setLens(n *once.Record, meta int) {
 	if uint64(len(n.Fingerprint)) > math.MaxUint32 || uint64(meta) > math.MaxUint32 {
 		panic("memstore: a fingerprint or metadata of 4 GiB or more")
 	}
@@ -106,12 +131,15 @@ func (r *rec) pack(n *once.Record) {
 	r.flags |= flagIf(n.Fingerprint != nil, hasFingerprint) | flagIf(n.Result.Data != nil, hasData) | flagIf(n.Result.Meta != nil, hasMeta)
 }
 
-func appendPayload(b []byte, n *once.Record) []byte {
+func appendKey(b []byte, n *once.Record) []byte {
 	b = append(b, n.Key.Scope...)
 	b = append(b, n.Key.ID...)
-	b = append(b, n.Fingerprint...)
-	b = append(b, n.Result.Data...)
-	for k, v := range n.Result.Meta {
+	return append(b, n.Fingerprint...)
+}
+
+func appendResult(b []byte, res once.Result) []byte {
+	b = append(b, res.Data...)
+	for k, v := range res.Meta {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
 		b = binary.AppendUvarint(b, uint64(len(v)))

@@ -34,15 +34,29 @@ func TestRecRoundTrip(t *testing.T) {
 				ExpiresAt: base.Add(time.Hour), CreatedAt: base, UpdatedAt: base.Add(time.Second),
 				CompletedAt: base.Add(time.Second), Result: tt.result,
 			}
-			var r rec
-			r.pack(&n)
-			if !r.set(&n, &tl) {
-				t.Fatal("times not exact")
-			}
-			v := r.view(n.Key, &tl, nil)
-			if !reflect.DeepEqual(v, n) { // tells nil from empty, compares times exactly
-				t.Errorf("view = %+v\nwant %+v", v, n)
+			for _, reserve := range []int{0, 8, maxReserve} {
+				var r rec
+				r.pack(&n, reserve)
+				mustView(t, &r, &tl, n)
+				// In progress first, the result added later, in place if
+				// it fits the reserve.
+				claimed := n
+				claimed.Result = once.Result{}
+				r.pack(&claimed, reserve)
+				mustView(t, &r, &tl, claimed)
+				r.addResult(&n)
+				mustView(t, &r, &tl, n)
 			}
 		})
+	}
+}
+
+func mustView(t *testing.T, r *rec, tl *timeline, want once.Record) {
+	t.Helper()
+	if !r.set(&want, tl) {
+		t.Fatal("times not exact")
+	}
+	if v := r.view(want.Key, tl, nil); !reflect.DeepEqual(v, want) { // tells nil from empty, compares times exactly
+		t.Errorf("view = %+v\nwant %+v", v, want)
 	}
 }

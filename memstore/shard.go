@@ -26,6 +26,7 @@ type shard struct {
 	n        int   // records held
 	purge    purgeHeap
 	inexact  map[int32]*[numTimes]time.Time // times of the records flagged inexact
+	reserve  int                            // the size of the latest result, up to maxReserve
 	versions map[versionKey]uint64
 }
 
@@ -102,13 +103,29 @@ func (sh *shard) remove(slot int32) {
 	sh.n--
 }
 
-// put stores n in slot, repacking the blob if n's key, fingerprint or result
-// may differ from the slot's, and keeps the purge heap in order. fresh says
-// the slot was just added.
-func (sh *shard) put(slot int32, n *once.Record, tl *timeline, repack, fresh bool) {
+// What of a record's payload (key, fingerprint, result) a write changes.
+type change uint8
+
+const (
+	keepPayload change = iota // Release, Extend, Delete
+	newPayload                // Claim
+	withResult                // Complete: a result after the same key and fingerprint
+)
+
+// maxReserve bounds the room left in an in-progress record's blob for its
+// result.
+const maxReserve = 128
+
+// put stores n in slot, with the payload change c, and keeps the purge heap
+// in order. fresh says the slot was just added.
+func (sh *shard) put(slot int32, n *once.Record, tl *timeline, c change, fresh bool) {
 	r := sh.rec(slot)
-	if repack {
-		r.pack(n)
+	switch c {
+	case newPayload:
+		r.pack(n, sh.reserve)
+	case withResult:
+		r.addResult(n)
+		sh.reserve = min(len(r.blob)-int(r.scopeLen)-int(r.idLen)-int(r.fpLen), maxReserve)
 	}
 	var at int64
 	wasInexact := r.flags&inexact != 0

@@ -26,7 +26,7 @@ func TestHashCollisions(t *testing.T) {
 		}
 		n := once.Record{Key: k, State: once.StateInProgress, Token: uint64(i + 1), Lease: time.Second,
 			ExpiresAt: base.Add(time.Duration(5-i) * time.Second), CreatedAt: base, UpdatedAt: base}
-		sh.put(sh.add(h, head), &n, &tl, true, true)
+		sh.put(sh.add(h, head), &n, &tl, newPayload, true)
 	}
 	mustFind := func(k once.Key, token uint64) {
 		t.Helper()
@@ -111,11 +111,11 @@ func TestInexactThenExact(t *testing.T) {
 	east := n
 	east.CreatedAt = base.In(time.FixedZone("east", 3600))
 	slot := sh.add(1, -1)
-	sh.put(slot, &east, &tl, true, true)
+	sh.put(slot, &east, &tl, newPayload, true)
 	if v := sh.view(slot, k, &tl); v.CreatedAt != east.CreatedAt || len(sh.inexact) != 1 {
 		t.Fatalf("CreatedAt = %v, %d kept aside; want %v, 1", v.CreatedAt, len(sh.inexact), east.CreatedAt)
 	}
-	sh.put(slot, &n, &tl, false, false)
+	sh.put(slot, &n, &tl, keepPayload, false)
 	if v := sh.view(slot, k, &tl); v.CreatedAt != n.CreatedAt || len(sh.inexact) != 0 {
 		t.Fatalf("CreatedAt = %v, %d kept aside; want %v, 0", v.CreatedAt, len(sh.inexact), n.CreatedAt)
 	}

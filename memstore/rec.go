@@ -14,8 +14,9 @@ import (
 // slices, a metadata map, five *time.Location) is several objects to follow.
 type rec struct {
 	// blob holds the key's scope and ID, the fingerprint, the result's data
-	// and its metadata as (uvarint length, bytes) pairs, in that order. It
-	// is never modified once built, so views of it stay valid.
+	// and its metadata as (uvarint length, bytes) pairs, in that order. The
+	// bytes within its length are never modified, so views of it stay
+	// valid; addResult may fill its spare capacity.
 	blob     []byte
 	token    uint64
 	lease    int64

@@ -2,6 +2,12 @@
 // use. Records are spread over shards, each with its own lock, so that callers
 // on distinct keys do not serialize. Expired records are reclaimed a few at a
 // time by the writes that touch their shard, and by Sweep.
+//
+// A record is kept as fixed-size fields (times as offsets from the store's
+// first clock reading) in pages of slots, plus one byte slice that packs its
+// key, fingerprint and result: one small object without pointers per record,
+// so that a store of millions of records costs the garbage collector little.
+// Results are copied in and out; callers never share memory with the store.
 package memstore
 
 import (
@@ -141,34 +147,61 @@ func (s *Store) Claim(_ context.Context, req once.ClaimRequest) (once.ClaimResul
 	return res, nil
 }
 
-// Complete implements once.Store.
-func (s *Store) Complete(_ context.Context, key once.Key, token uint64, result once.Result) error {
+// step is a write other than Claim: which transition, and its arguments.
+// Spelled out rather than passed as a func, so that write can hand the
+// transition pointers to its stack without their escaping to the heap.
+type step struct {
+	kind   stepKind
+	token  uint64
+	lease  time.Duration
+	result once.Result
+}
+
+type stepKind uint8
+
+const (
+	completeStep stepKind = iota
+	releaseStep
+	extendStep
+	deleteStep
+)
+
+// write applies st to the record of key and stores the record it yields.
+func (s *Store) write(key once.Key, st step) error {
 	var o op
 	if err := s.open(&o, key); err != nil {
 		return err
 	}
 	defer o.end()
 	var n once.Record
-	changed, err := fsm.CompleteInto(&n, o.record(), token, result, o.now)
+	var changed bool
+	var err error
+	c := keepPayload
+	switch st.kind {
+	case completeStep:
+		changed, err = fsm.CompleteInto(&n, o.record(), st.token, st.result, o.now)
+		c = withResult
+	case releaseStep:
+		changed, err = fsm.ReleaseInto(&n, o.record(), st.token, o.now)
+	case extendStep:
+		changed, err = fsm.ExtendInto(&n, o.record(), st.token, st.lease, o.now)
+	case deleteStep:
+		changed, err = fsm.DeleteInto(&n, o.record(), o.now)
+	}
 	if changed {
-		o.store(&n, withResult)
+		o.store(&n, c)
 	}
 	return err
 }
 
+// Complete implements once.Store.
+func (s *Store) Complete(_ context.Context, key once.Key, token uint64, result once.Result) error {
+	return s.write(key, step{kind: completeStep, token: token, result: result})
+}
+
 // Release implements once.Store.
 func (s *Store) Release(_ context.Context, key once.Key, token uint64) error {
-	var o op
-	if err := s.open(&o, key); err != nil {
-		return err
-	}
-	defer o.end()
-	var n once.Record
-	changed, err := fsm.ReleaseInto(&n, o.record(), token, o.now)
-	if changed {
-		o.store(&n, keepPayload)
-	}
-	return err
+	return s.write(key, step{kind: releaseStep, token: token})
 }
 
 // Extend implements once.Store.
@@ -176,17 +209,7 @@ func (s *Store) Extend(_ context.Context, key once.Key, token uint64, lease time
 	if lease <= 0 {
 		return once.ErrInvalidArgument
 	}
-	var o op
-	if err := s.open(&o, key); err != nil {
-		return err
-	}
-	defer o.end()
-	var n once.Record
-	changed, err := fsm.ExtendInto(&n, o.record(), token, lease, o.now)
-	if changed {
-		o.store(&n, keepPayload)
-	}
-	return err
+	return s.write(key, step{kind: extendStep, token: token, lease: lease})
 }
 
 // Get implements once.Store.
@@ -205,17 +228,7 @@ func (s *Store) Get(_ context.Context, key once.Key) (once.Record, error) {
 
 // Delete implements once.Store.
 func (s *Store) Delete(_ context.Context, key once.Key) error {
-	var o op
-	if err := s.open(&o, key); err != nil {
-		return err
-	}
-	defer o.end()
-	var n once.Record
-	changed, err := fsm.DeleteInto(&n, o.record(), o.now)
-	if changed {
-		o.store(&n, keepPayload)
-	}
-	return err
+	return s.write(key, step{kind: deleteStep})
 }
 
 // Advance implements once.Store.

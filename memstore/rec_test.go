@@ -12,8 +12,7 @@ import (
 // TestRecRoundTrip: a record packed and viewed again is the same record,
 // nil and empty slices and maps kept apart, whatever its payload's size.
 func TestRecRoundTrip(t *testing.T) {
-	base := time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
-	tl := newBase(timeline{}, base)
+	base, tl := testBase, testTimeline()
 	long := strings.Repeat("x", 300) // lengths take two uvarint bytes
 	tests := []struct {
 		name   string

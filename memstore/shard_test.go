@@ -11,8 +11,7 @@ import (
 // TestHashCollisions: keys whose hashes collide share a chain; each is found,
 // removed and purged on its own.
 func TestHashCollisions(t *testing.T) {
-	base := time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
-	tl := newBase(timeline{}, base)
+	base, tl := testBase, testTimeline()
 	var sh shard
 	sh.init()
 	const h = 42
@@ -102,8 +101,7 @@ func TestPurgeHeap(t *testing.T) {
 // TestInexactThenExact: a record whose times had to be kept aside goes back
 // to offsets once its times allow, and leaves nothing aside.
 func TestInexactThenExact(t *testing.T) {
-	base := time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
-	tl := newBase(timeline{}, base)
+	base, tl := testBase, testTimeline()
 	var sh shard
 	sh.init()
 	k := once.Key{ID: "k"}

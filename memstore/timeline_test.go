@@ -6,11 +6,16 @@ import (
 	"time"
 )
 
+// testBase is where the timelines of these tests start: a time with
+// nanoseconds, in UTC.
+var testBase = time.Date(2031, 3, 4, 5, 6, 7, 8, time.UTC)
+
+func testTimeline() timeline { return newBase(timeline{}, testBase) }
+
 // TestTimelineExact: an offset reported exact gives back the very same
 // time.Time (==, not just Equal); any other time is reported inexact.
 func TestTimelineExact(t *testing.T) {
-	base := time.Date(2031, 3, 4, 5, 6, 7, 8, time.UTC)
-	tl := newBase(timeline{}, base)
+	base, tl := testBase, testTimeline()
 	tests := []struct {
 		name  string
 		t     time.Time
@@ -43,7 +48,7 @@ func TestTimelineExact(t *testing.T) {
 
 // TestTimelineOrder: inexact offsets still order times, saturating.
 func TestTimelineOrder(t *testing.T) {
-	tl := newBase(timeline{}, time.Date(2031, 3, 4, 5, 6, 7, 8, time.UTC))
+	tl := testTimeline()
 	far, _ := tl.offset(tl.base.AddDate(300, 0, 0))
 	past, _ := tl.offset(tl.base.AddDate(-300, 0, 0))
 	if far != math.MaxInt64 || past != math.MinInt64 {

@@ -3,7 +3,9 @@
 // drift apart. Each function takes the stored record (nil when absent) and the
 // store's current time, and returns the record to store (nil when nothing
 // changes). Callers hold whatever lock or transaction makes the
-// read-modify-write atomic.
+// read-modify-write atomic. The Into variants write the record to store into
+// a record of the caller's (which may be r) and report whether there is one,
+// so that a store keeping records in its own form allocates nothing.
 package fsm
 
 import (

@@ -28,7 +28,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -87,39 +86,85 @@ func run(ctx context.Context, url, libURL string, clients, threads int, dur time
 	if err := os.WriteFile(file, []byte(script), 0o644); err != nil {
 		return err
 	}
+	srv := findServer(ctx, pool)
 	fmt.Printf("clients %d, %v per run, pool %d connections\n", clients, dur, maxConns)
 	fmt.Printf("pgbench -n -c %d -j %d -T %d -f %s URL\n", clients, threads, int(dur.Seconds()), file)
+	if srv.postmaster == 0 {
+		fmt.Println("server CPU: not shown (the server's processes are not readable in /proc)")
+	} else {
+		fmt.Println("server CPU: every process of the server, so other clients of it count too")
+	}
 	var sumBench, sumLib float64
 	for r := range rounds {
+		m := srv.start()
 		tps, err := pgbench(ctx, url, file, clients, threads, dur)
 		if err != nil {
 			return err
 		}
+		m.server("pgbench", "tx", tps*dur.Seconds())
+		m = srv.start()
 		pairs, err := library(ctx, libURL, schema, clients, dur)
 		if err != nil {
 			return err
 		}
+		m.report("pgstore", "pair", pairs)
 		sumBench += tps
-		sumLib += pairs
-		fmt.Printf("round %d: pgbench %.0f tx/s, pgstore %.0f Claim+Complete pairs/s, ratio %.2f\n", r+1, tps, pairs, pairs/tps)
+		sumLib += pairs.rate()
+		fmt.Printf("round %d: pgbench %.0f tx/s, pgstore %.0f Claim+Complete pairs/s, ratio %.2f\n", r+1, tps, pairs.rate(), pairs.rate()/tps)
 		if withTx {
+			m = srv.start()
 			txs, err := doTx(ctx, libURL, schema, clients, dur)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("  DoTx (claim, the INSERT, complete: one transaction): %.0f/s (%.2f of pgbench)\n", txs, txs/tps)
+			m.report("DoTx", "tx", txs)
+			fmt.Printf("  DoTx (claim, the INSERT, complete: one transaction): %.0f/s (%.2f of pgbench)\n", txs.rate(), txs.rate()/tps)
 		}
 		if withPgx {
+			m = srv.start()
 			ins, err := pgxInsert(ctx, libURL, clients, dur)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("  the same INSERT from Go through pgx: %.0f tx/s (%.2f of pgbench)\n", ins, ins/tps)
+			m.report("pgx", "tx", ins)
+			fmt.Printf("  the same INSERT from Go through pgx: %.0f tx/s (%.2f of pgbench)\n", ins.rate(), ins.rate()/tps)
 		}
 	}
 	fmt.Printf("overall: pgbench %.0f tx/s, pgstore %.0f pairs/s, ratio %.2f (goal ≥ 0.45)\n",
 		sumBench/float64(rounds), sumLib/float64(rounds), sumLib/sumBench)
 	return nil
+}
+
+// meter measures the CPU time of one phase.
+type meter struct {
+	srv        server
+	client     time.Duration
+	srvCPU     time.Duration
+	srvVisible bool
+}
+
+func (s server) start() meter {
+	m := meter{srv: s, client: cpuTime()}
+	m.srvCPU, m.srvVisible = s.cpu()
+	return m
+}
+
+// server prints the server's CPU time per operation since start.
+func (m meter) server(what, op string, ops float64) {
+	if now, ok := m.srv.cpu(); ok && m.srvVisible {
+		fmt.Printf("  %s server CPU %v per %s\n", what, perOp(now-m.srvCPU, ops), op)
+	}
+}
+
+// report prints this process's and the server's CPU time per operation
+// since start.
+func (m meter) report(what, op string, c count) {
+	fmt.Printf("  %s client CPU %v per %s\n", what, perOp(cpuTime()-m.client, float64(c.n)), op)
+	m.server(what, op, float64(c.n))
+}
+
+func perOp(d time.Duration, ops float64) time.Duration {
+	return time.Duration(float64(d) / max(1, ops)).Round(100 * time.Nanosecond)
 }
 
 var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
@@ -138,137 +183,101 @@ func pgbench(ctx context.Context, url, file string, clients, threads int, dur ti
 	}
 	tps, err := strconv.ParseFloat(string(m[1]), 64)
 	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-	fmt.Printf("  pgbench client CPU %v per tx\n", time.Duration(float64(cpu)/(tps*dur.Seconds())))
+	fmt.Printf("  pgbench client CPU %v per tx\n", perOp(cpu, tps*dur.Seconds()))
 	return tps, err
 }
 
+// count is how many operations a load ran, and in how long.
+type count struct {
+	n       int64
+	elapsed time.Duration
+}
+
+func (c count) rate() float64 { return float64(c.n) / c.elapsed.Seconds() }
+
+// load runs op from clients goroutines for dur, each with its own sequence
+// of fresh numbers, and counts the operations. It stops at the first error.
+func load(ctx context.Context, clients int, dur time.Duration, op func(ctx context.Context, seq int64) error) (count, error) {
+	var (
+		n, seq   atomic.Int64
+		firstErr atomic.Value
+		wg       sync.WaitGroup
+	)
+	deadline := time.Now().Add(dur)
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := op(ctx, seq.Add(1)); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return count{}, err
+	}
+	return count{n: n.Load(), elapsed: time.Since(start)}, nil
+}
+
 // library runs Claim+Complete pairs on fresh keys from clients goroutines for
-// dur and returns the pairs per second.
-func library(ctx context.Context, url, schema string, clients int, dur time.Duration) (float64, error) {
+// dur.
+func library(ctx context.Context, url, schema string, clients int, dur time.Duration) (count, error) {
 	// A store of its own, closed before pgbench runs again, so that its idle
 	// connections do not count against max_connections meanwhile.
 	s, err := pgstore.Open(ctx, url, pgstore.Config{Prefix: schema + ".once_", SkipMigrate: true})
 	if err != nil {
-		return 0, err
+		return count{}, err
 	}
 	defer s.Close()
-	var (
-		n, seq   atomic.Int64
-		firstErr atomic.Value
-		wg       sync.WaitGroup
-	)
 	scope := strconv.FormatInt(time.Now().UnixNano(), 36)
-	deadline := time.Now().Add(dur)
-	start := time.Now()
-	cpu0 := cpuTime()
-	for range clients {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				k := once.Key{Scope: scope, ID: "k" + strconv.FormatInt(seq.Add(1), 10)}
-				res, err := s.Claim(ctx, once.ClaimRequest{Key: k, Lease: time.Minute, Retention: time.Hour})
-				if err == nil {
-					err = s.Complete(ctx, k, res.Token, once.Result{Data: []byte("ok")})
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
-	}
-	fmt.Printf("  pgstore client CPU %v per pair\n", (cpuTime()-cpu0)/time.Duration(max(1, n.Load())))
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
-}
-
-// cpuTime returns the CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return load(ctx, clients, dur, func(ctx context.Context, seq int64) error {
+		k := once.Key{Scope: scope, ID: "k" + strconv.FormatInt(seq, 10)}
+		res, err := s.Claim(ctx, once.ClaimRequest{Key: k, Lease: time.Minute, Retention: time.Hour})
+		if err != nil {
+			return err
+		}
+		return s.Complete(ctx, k, res.Token, once.Result{Data: []byte("ok")})
+	})
 }
 
 // pgxInsert runs the pgbench script's INSERT from clients goroutines through
-// a pgx pool for dur and returns the transactions per second.
-func pgxInsert(ctx context.Context, url string, clients int, dur time.Duration) (float64, error) {
+// a pgx pool for dur.
+func pgxInsert(ctx context.Context, url string, clients int, dur time.Duration) (count, error) {
 	pc, err := pgstore.ParseURL(url)
 	if err != nil {
-		return 0, err
+		return count{}, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
-		return 0, err
+		return count{}, err
 	}
 	defer pool.Close()
-	var (
-		n        atomic.Int64
-		firstErr atomic.Value
-		wg       sync.WaitGroup
-	)
-	deadline := time.Now().Add(dur)
-	start := time.Now()
-	cpu0 := cpuTime()
-	for range clients {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				_, err := pool.Exec(ctx, "INSERT INTO once_bench_pgbench (id) VALUES ($1) ON CONFLICT DO NOTHING", rand.Int64N(1e15)+1)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
-	}
-	fmt.Printf("  pgx client CPU %v per tx\n", (cpuTime()-cpu0)/time.Duration(max(1, n.Load())))
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return load(ctx, clients, dur, func(ctx context.Context, _ int64) error {
+		_, err := pool.Exec(ctx, "INSERT INTO once_bench_pgbench (id) VALUES ($1) ON CONFLICT DO NOTHING", rand.Int64N(1e15)+1)
+		return err
+	})
 }
 
 // doTx runs pgstore.DoTx on fresh keys, with pgbench's INSERT as the effect,
-// from clients goroutines for dur and returns the executions per second.
-func doTx(ctx context.Context, url, schema string, clients int, dur time.Duration) (float64, error) {
+// from clients goroutines for dur.
+func doTx(ctx context.Context, url, schema string, clients int, dur time.Duration) (count, error) {
 	s, err := pgstore.Open(ctx, url, pgstore.Config{Prefix: schema + ".once_", SkipMigrate: true})
 	if err != nil {
-		return 0, err
+		return count{}, err
 	}
 	defer s.Close()
-	var (
-		n, seq   atomic.Int64
-		firstErr atomic.Value
-		wg       sync.WaitGroup
-	)
 	scope := "tx" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	insert := func(ctx context.Context, tx pgx.Tx) (once.Result, error) {
 		_, err := tx.Exec(ctx, "INSERT INTO once_bench_pgbench (id) VALUES ($1) ON CONFLICT DO NOTHING", rand.Int64N(1e15)+1)
 		return once.Result{Data: []byte("ok")}, err
 	}
-	deadline := time.Now().Add(dur)
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				k := once.Key{Scope: scope, ID: "k" + strconv.FormatInt(seq.Add(1), 10)}
-				if _, err := s.DoTx(ctx, k, nil, insert); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
-	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return load(ctx, clients, dur, func(ctx context.Context, seq int64) error {
+		k := once.Key{Scope: scope, ID: "k" + strconv.FormatInt(seq, 10)}
+		_, err := s.DoTx(ctx, k, nil, insert)
+		return err
+	})
 }

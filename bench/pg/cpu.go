@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// cpuTime returns the CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// server reads the CPU time of a PostgreSQL server that runs on this
+// machine, from /proc: the postmaster, its live children (backends, WAL
+// writer, checkpointer) and the children that already exited, which the
+// postmaster reaped (pgbench's backends). It counts every client of the
+// server, so other work on the same server inflates it.
+type server struct {
+	postmaster int // 0 if the server's processes cannot be read
+}
+
+// findServer finds the postmaster as the parent of one of pool's backends.
+func findServer(ctx context.Context, pool *pgxpool.Pool) server {
+	var backend int
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return server{}
+	}
+	st, ok := readStat(backend)
+	if !ok || st.comm != "postgres" {
+		return server{}
+	}
+	if pm, ok := readStat(st.ppid); !ok || pm.comm != "postgres" {
+		return server{}
+	}
+	return server{postmaster: st.ppid}
+}
+
+// cpu returns the server's CPU time so far, or false if it cannot be read.
+func (s server) cpu() (time.Duration, bool) {
+	if s.postmaster == 0 {
+		return 0, false
+	}
+	pm, ok := readStat(s.postmaster)
+	if !ok {
+		return 0, false
+	}
+	ticks := pm.own + pm.children
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		if st, ok := readStat(pid); ok && st.ppid == s.postmaster {
+			ticks += st.own
+		}
+	}
+	// /proc counts in USER_HZ, which Linux fixes at 100.
+	return time.Duration(ticks) * 10 * time.Millisecond, true
+}
+
+// stat is what cpu needs of /proc/PID/stat.
+type stat struct {
+	comm     string
+	ppid     int
+	own      int64 // utime + stime
+	children int64 // cutime + cstime: reaped children
+}
+
+func readStat(pid int) (stat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return stat{}, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return stat{}, false
+	}
+	// After "pid (comm) ": state ppid … utime(14) stime cutime cstime.
+	f := strings.Fields(s[end+1:])
+	if len(f) < 15 {
+		return stat{}, false
+	}
+	n := func(i int) int64 { v, _ := strconv.ParseInt(f[i-3], 10, 64); return v }
+	return stat{comm: s[open+1 : end], ppid: int(n(4)), own: n(14) + n(15), children: n(16) + n(17)}, true
+}

@@ -9,9 +9,9 @@
 //	s, err := pgstore.Open(ctx, "postgres://app@db/app?sslmode=verify-full", pgstore.Config{})
 //
 // The pool holds up to DefaultMaxConns (64) connections unless the URL sets
-// pool_max_conns: PostgreSQL flushes the WAL once for all the commits waiting
-// at that moment, so throughput grows with concurrent connections well past
-// the number of cores. New wraps a pool the caller already has.
+// pool_max_conns. Claims and completions use at most eight of them (see
+// Group commit); the rest serve DoTx, Watch and the other operations. New
+// wraps a pool the caller already has.
 //
 // # Schema
 //
@@ -38,8 +38,8 @@
 //
 // # Claim
 //
-// Claim is one statement. A CTE reads the record from the statement's
-// snapshot: if the claim cannot acquire it (completed, in progress, abandoned
+// Claim is one statement, shared with the claims that run at the same time
+// (see Group commit). A CTE reads the record from the statement's snapshot: if the claim cannot acquire it (completed, in progress, abandoned
 // under AbandonReject, fingerprint mismatch), that row is the answer and
 // nothing is written or locked. Otherwise an INSERT … ON CONFLICT DO UPDATE …
 // WHERE inserts the record or takes it over. Under READ COMMITTED, ON
@@ -51,12 +51,37 @@
 // runs again with a fresh snapshot, which shows the winner. Each such retry
 // means that another claim won, so retries are rare and bounded.
 //
-// Complete, Release, Extend and Delete are each one conditional UPDATE …
-// RETURNING: a row returned means the transition happened, none means
+// Complete (shared like Claim), Release, Extend and Delete are each one
+// conditional UPDATE … RETURNING: a row returned means the transition happened, none means
 // once.ErrFenced (once.ErrNotFound for Delete). A repeated Complete with an
 // equal result and a repeated Release match their own WHERE and rewrite the
 // row unchanged, so that they are told apart from a fenced token without a
 // second statement. No operation reads a row and then writes it.
+//
+// # Group commit
+//
+// Claims and completions are group-committed, as the embedded store's
+// writes are: each kind runs at most four statements at a time, and the
+// calls that arrive meanwhile go out together, as one statement and one
+// commit for up to 64 keys, as soon as one of those finishes. A lone call
+// goes at once; there is no timer. A statement's fixed costs (a round trip,
+// the executor's start-up, a commit and its WAL flush) are most of what one
+// key costs, so under load a batch pays them once for many keys. Each key
+// of a batch is decided as a statement of its own would decide it, from the
+// statement's snapshot and its now(). A batch holds each key ID once and
+// locks its rows in key order, so that batches do not deadlock each other.
+//
+// A batch that waits more than a second for a lock (most likely a row that
+// a DoTx holds while its function runs) gives up, and its calls run alone,
+// each as a statement of its own that waits as long as needed. So one long
+// transaction does not hold up the claims of other keys, and a DoTx
+// function that claims other keys through the same store does not wait for
+// itself.
+//
+// A call whose context ends while it is queued returns at once and is
+// dropped. One whose statement was already sent returns at once too (the
+// statement is canceled once every call in it has left), but it may still
+// take effect, like a statement cut off by a dropped connection.
 //
 // # Errors
 //

@@ -51,7 +51,7 @@ func FuzzMeta(f *testing.F) {
 			}
 			return
 		}
-		got, err := decodeMeta([]byte(enc.(string)))
+		got, err := decodeMeta([]byte(enc.String))
 		if err != nil || !(once.Result{Meta: got}).Equal(once.Result{Meta: m}) {
 			t.Fatalf("decodeMeta(encodeMeta(%q)) = %q, %v", m, got, err)
 		}

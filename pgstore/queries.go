@@ -1,6 +1,9 @@
 package pgstore
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // The statements below implement internal/fsm's transitions in SQL; keep them
 // in step with it. Each runs as one statement (its own transaction outside
@@ -31,44 +34,99 @@ const rowNow = `greatest(now(), r.updated_at)`
 const recordCols = `fingerprint, state, token, attempts, lease, lease_expires_at,
 	expires_at, created_at, updated_at, completed_at, result, meta`
 
-// claimSQL claims a key. $1 scope, $2 key, $3 fingerprint, $4 lease (µs),
-// $5 retention (µs), $6 retry abandoned.
+// A request parameter of claimSQL or completeSQL, which run for one key
+// (DoTx, and a call that runs alone) or for a batch of keys (batch.go).
+type param struct{ name, typ string }
+
+// batchLockTimeout bounds each wait of a batch's statement for a lock (see
+// batch.go): a batch must not wait behind a DoTx that holds one of its keys
+// for as long as the DoTx's function runs. Tests shorten it.
+var batchLockTimeout = "1s"
+
+// requests returns the CTEs that give a statement its requests as rows of
+// req, from parameters $1, $2, … in the order of ps.
 //
-// cur judges the record as the statement's snapshot shows it. The outcomes
-// that do not acquire change nothing, so they are answered from the snapshot
-// without writing or locking (linearized at the snapshot). Otherwise up
-// inserts the record or, on conflict, takes it over: ON CONFLICT DO UPDATE
-// locks the latest committed version of the row (waiting for a concurrent
-// writer) and its WHERE re-checks that the key may still be acquired on that
-// version, so of any number of concurrent claims only one acquires. When the
-// re-check fails, nothing is returned at all (the snapshot is older than the
-// row that won, so a row read from it would be stale), and the caller runs
-// the statement again with a fresh snapshot, which then sees the winner.
+// For one key they are scalars in one row, which the planner folds into the
+// statement.
+//
+// For a batch they are arrays, one element per key, unnested. arr is
+// MATERIALIZED so that the planner cannot see how long the arrays are: it
+// then estimates every batch alike and keeps one generic plan, where it
+// would otherwise plan each execution anew (a custom plan for each batch
+// size), which costs more than running the statement. arr also sets
+// lock_timeout for the rest of the statement's transaction: every row the
+// statement locks or inserts comes from req, so arr is evaluated before
+// the statement can wait for a lock.
+func requests(ps []param, many bool) string {
+	var cols, exprs, elems []string
+	for i, p := range ps {
+		cols = append(cols, p.name)
+		if many {
+			exprs = append(exprs, fmt.Sprintf("$%d::%s[] AS %s", i+1, p.typ, p.name))
+			elems = append(elems, "arr."+p.name)
+		} else {
+			exprs = append(exprs, fmt.Sprintf("$%d::%s AS %s", i+1, p.typ, p.name))
+		}
+	}
+	if !many {
+		return "req AS NOT MATERIALIZED (SELECT " + strings.Join(exprs, ", ") + ")"
+	}
+	return "arr AS MATERIALIZED (SELECT " + strings.Join(exprs, ", ") +
+		", set_config('lock_timeout', '" + batchLockTimeout + "', true) AS lock_timeout),\n" +
+		"req AS (SELECT q.* FROM arr, unnest(" + strings.Join(elems, ", ") + ") AS q(" + strings.Join(cols, ", ") +
+		") WHERE arr.lock_timeout IS NOT NULL)"
+}
+
+// claimParams are claimSQL's requests: scope, key, fingerprint, lease and
+// retention (µs), whether to retry an abandoned key.
+var claimParams = []param{{"scope", "bytea"}, {"key", "text"}, {"fp", "bytea"},
+	{"lease_us", "bigint"}, {"keep_us", "bigint"}, {"retry", "boolean"}}
+
+// claimSQL claims keys, each as a claim of its own would ({{req}} is
+// requests(claimParams)). It returns a row per key that it answers, with
+// the key first.
+//
+// cur judges each record as the statement's snapshot shows it. The
+// outcomes that do not acquire change nothing, so they are answered from
+// the snapshot without writing or locking (linearized at the snapshot).
+// Otherwise up inserts the record or, on conflict, takes it over: ON
+// CONFLICT DO UPDATE locks the latest committed version of the row (waiting
+// for a concurrent writer) and its WHERE re-checks that the key may still
+// be acquired on that version, so of any number of concurrent claims only
+// one acquires. When the re-check fails, nothing is returned for the key
+// at all (the snapshot is older than the row that won, so a row read from
+// it would be stale), and the caller runs the claim again with a fresh
+// snapshot, which then sees the winner.
 //
 // The takeover also requires that the row was last written before the
 // statement's now() (excluded.created_at), so that it can use the values
 // computed for the insert; a row written later, by a transaction that
 // committed while this one waited, sends the claim round again, with a
 // now() that is later than that write.
-var claimSQL = `WITH cur AS (
+//
+// A batch holds each key once (ON CONFLICT DO UPDATE cannot change a row
+// twice in one statement). Its rows are locked in the order of the arrays,
+// which the caller sorts, so that two batches do not deadlock on each
+// other's rows.
+var claimSQL = `WITH {{req}},
+cur AS (
 	SELECT r.*, ` + rowNow + ` AS now, CASE
 		WHEN r.expires_at <= ` + rowNow + ` OR r.state = 3 THEN 0
 		WHEN ` + curMismatch + ` THEN 5
 		WHEN r.state = 2 THEN 2
 		WHEN r.lease_expires_at > ` + rowNow + ` THEN 3
-		WHEN NOT $6::boolean THEN 4
+		WHEN NOT q.retry THEN 4
 		ELSE 0 END AS outcome
-	FROM {{records}} r
-	WHERE r.scope = $1::bytea AND r.key = $2::text
+	FROM req q JOIN {{records}} r ON r.scope = q.scope AND r.key = q.key
 ),
 up AS (
 	INSERT INTO {{records}} AS r (scope, key, fingerprint, state, token, attempts, lease,
 		lease_expires_at, expires_at, purge_at, created_at, updated_at)
-	SELECT $1::bytea, $2::text, $3::bytea, 1, 1, 1, d.lease,
+	SELECT q.scope, q.key, q.fp, 1, 1, 1, d.lease,
 		now() + d.lease, now() + d.keep, now() + d.keep + d.lease, now(), now()
-	FROM (SELECT $4::bigint * interval '1 microsecond' AS lease,
-		greatest($4::bigint, $5::bigint) * interval '1 microsecond' AS keep) d
-	WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.outcome <> 0)
+	FROM req q, LATERAL (SELECT q.lease_us * interval '1 microsecond' AS lease,
+		greatest(q.lease_us, q.keep_us) * interval '1 microsecond' AS keep) d
+	WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.scope = q.scope AND cur.key = q.key AND cur.outcome <> 0)
 	ON CONFLICT (scope, key) DO UPDATE SET
 		token = r.token + 1,
 		attempts = CASE WHEN r.expires_at > excluded.created_at THEN r.attempts + 1 ELSE 1 END,
@@ -88,51 +146,62 @@ up AS (
 		meta = NULL
 	WHERE r.updated_at <= excluded.created_at
 		AND (r.expires_at <= excluded.created_at OR r.state = 3
-			OR (r.state = 1 AND r.lease_expires_at <= excluded.created_at AND $6::boolean
+			OR (r.state = 1 AND r.lease_expires_at <= excluded.created_at
+				AND (SELECT q.retry FROM req q WHERE q.scope = r.scope AND q.key = r.key)
 				AND NOT ` + upMismatch + `))
 	RETURNING r.*, r.updated_at AS now, 1 AS outcome
 )
-SELECT outcome, ` + recordCols + `, now FROM up
+SELECT key, outcome, ` + recordCols + `, now FROM up
 UNION ALL
-SELECT outcome, ` + recordCols + `, now FROM cur WHERE outcome <> 0`
+SELECT key, outcome, ` + recordCols + `, now FROM cur WHERE outcome <> 0`
 
 // The mismatch tests of claimSQL: both fingerprints non-empty and different.
 // coalesce keeps an empty (NULL) fingerprint from making the test NULL.
 const (
-	curMismatch = `(coalesce(octet_length($3::bytea), 0) > 0 AND coalesce(octet_length(r.fingerprint), 0) > 0 AND r.fingerprint <> $3::bytea)`
+	curMismatch = `(coalesce(octet_length(q.fp), 0) > 0 AND coalesce(octet_length(r.fingerprint), 0) > 0 AND r.fingerprint <> q.fp)`
 	upMismatch  = `(coalesce(octet_length(excluded.fingerprint), 0) > 0 AND coalesce(octet_length(r.fingerprint), 0) > 0 AND r.fingerprint <> excluded.fingerprint)`
 )
 
 // notify is the RETURNING column of the statements that complete, release
-// or delete: it notifies the change channel ($%d) with the key's hash ($%d)
-// when a watcher marked the row. Other rows do not notify: a notifying commit
+// or delete: it notifies the change channel (parameter $%d) with the key's
+// hash (notifyID, computed here only for the rows it is needed for) when a
+// watcher marked the row. Other rows do not notify: a notifying commit
 // takes a cluster-wide lock.
-const notify = `CASE WHEN r.watched THEN pg_notify(%s::text, %s::text)::text END`
+const notify = `CASE WHEN r.watched THEN pg_notify($%d::text,
+	encode(substr(sha256(r.scope || '\x00'::bytea || convert_to(r.key, 'UTF8')), 1, 16), 'hex'))::text END`
 
-// completeSQL completes a key. $1 scope, $2 key, $3 token, $4 result, $5 meta,
-// $6 channel, $7 payload. The row is rewritten also when it is already
+// completeParams are completeSQL's requests: scope, key, token, result
+// data, result metadata (JSON text).
+var completeParams = []param{{"scope", "bytea"}, {"key", "text"}, {"token", "bigint"},
+	{"result", "bytea"}, {"meta", "text"}}
+
+// completeSQL completes keys ({{req}} is requests(completeParams)); $6 is
+// the change channel. It returns the key of each record it completed: a
+// key missing was fenced. The row is rewritten also when it is already
 // completed with an equal result, so that the repeat returns a row and is
 // told apart from a fenced token without a second look.
-var completeSQL = `UPDATE {{records}} r SET
+var completeSQL = `WITH {{req}}
+UPDATE {{records}} r SET
 	state = 2,
-	result = $4::bytea,
-	meta = $5::jsonb,
+	result = q.result,
+	meta = q.meta::jsonb,
 	completed_at = CASE WHEN r.state = 1 THEN ` + rowNow + ` ELSE r.completed_at END,
 	updated_at = CASE WHEN r.state = 1 THEN ` + rowNow + ` ELSE r.updated_at END
-WHERE r.scope = $1::bytea AND r.key = $2::text AND r.token = $3::bigint AND r.expires_at > ` + rowNow + `
+FROM req q
+WHERE r.scope = q.scope AND r.key = q.key AND r.token = q.token AND r.expires_at > ` + rowNow + `
 	AND (r.state = 1 OR (r.state = 2
-		AND coalesce(r.result, ''::bytea) = coalesce($4::bytea, ''::bytea)
-		AND coalesce(r.meta, '{}'::jsonb) = coalesce($5::jsonb, '{}'::jsonb)))
-RETURNING ` + fmt.Sprintf(notify, "$6", "$7")
+		AND coalesce(r.result, ''::bytea) = coalesce(q.result, ''::bytea)
+		AND coalesce(r.meta, '{}'::jsonb) = coalesce(q.meta::jsonb, '{}'::jsonb)))
+RETURNING r.key, ` + fmt.Sprintf(notify, 6)
 
-// releaseSQL releases a key. $1 scope, $2 key, $3 token, $4 channel,
-// $5 payload. A second release by the same token matches too (a no-op).
+// releaseSQL releases a key. $1 scope, $2 key, $3 token, $4 channel. A
+// second release by the same token matches too (a no-op).
 var releaseSQL = `UPDATE {{records}} r SET
 	state = 3,
 	updated_at = CASE WHEN r.state = 1 THEN ` + rowNow + ` ELSE r.updated_at END
 WHERE r.scope = $1::bytea AND r.key = $2::text AND r.token = $3::bigint AND r.expires_at > ` + rowNow + `
 	AND r.state IN (1, 3)
-RETURNING ` + fmt.Sprintf(notify, "$4", "$5")
+RETURNING ` + fmt.Sprintf(notify, 4)
 
 // extendSQL renews a lease. $1 scope, $2 key, $3 token, $4 lease (µs). Like
 // a takeover, it never moves the purge time earlier: the lease is lengthened
@@ -150,15 +219,14 @@ WHERE r.scope = $1::bytea AND r.key = $2::text AND r.token = $3::bigint AND r.ex
 RETURNING 1`
 
 // deleteSQL expires a record now and keeps its tombstone until a holder's
-// lease would have passed, plus a lease. $1 scope, $2 key, $3 channel,
-// $4 payload.
+// lease would have passed, plus a lease. $1 scope, $2 key, $3 channel.
 var deleteSQL = `UPDATE {{records}} r SET
 	expires_at = ` + rowNow + `,
 	lease = r.lease + greatest(` + span("r.lease_expires_at - "+rowNow) + `, interval '0'),
 	purge_at = ` + rowNow + ` + r.lease + greatest(` + span("r.lease_expires_at - "+rowNow) + `, interval '0'),
 	updated_at = ` + rowNow + `
 WHERE r.scope = $1::bytea AND r.key = $2::text AND r.expires_at > ` + rowNow + `
-RETURNING ` + fmt.Sprintf(notify, "$3", "$4")
+RETURNING ` + fmt.Sprintf(notify, 3)
 
 // getSQL reads a live record. $1 scope, $2 key.
 const getSQL = `SELECT ` + recordCols + ` FROM {{records}} r
@@ -219,16 +287,22 @@ const watchedSQL = `SELECT EXISTS (
 	WHERE r.scope = $1::bytea AND r.key = $2::text AND r.state = 1 AND r.expires_at > ` + rowNow + `
 		AND r.watched)`
 
-// queries holds the statements with the configured names filled in.
+// queries holds the statements with the configured names filled in. The
+// …Many forms take a batch of keys in arrays.
 type queries struct {
-	claim, complete, release, extend, del, get, list, advance, sweep, watch, watched string
+	claim, claimMany, complete, completeMany                        string
+	release, extend, del, get, list, advance, sweep, watch, watched string
 }
 
 func (n names) queries() queries {
 	e := n.expand
+	withReq := func(sql string, ps []param, many bool) string {
+		return e(strings.Replace(sql, "{{req}}", requests(ps, many), 1))
+	}
 	return queries{
-		claim: e(claimSQL), complete: e(completeSQL), release: e(releaseSQL),
-		extend: e(extendSQL), del: e(deleteSQL), get: e(getSQL), list: e(listSQL),
+		claim: withReq(claimSQL, claimParams, false), claimMany: withReq(claimSQL, claimParams, true),
+		complete: withReq(completeSQL, completeParams, false), completeMany: withReq(completeSQL, completeParams, true),
+		release: e(releaseSQL), extend: e(extendSQL), del: e(deleteSQL), get: e(getSQL), list: e(listSQL),
 		advance: e(advanceSQL), sweep: e(sweepSQL), watch: e(watchSQL), watched: e(watchedSQL),
 	}
 }

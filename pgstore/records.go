@@ -80,23 +80,23 @@ func duration(iv pgtype.Interval) time.Duration {
 	return time.Duration(iv.Microseconds+days*86400e6) * time.Microsecond
 }
 
-// encodeMeta returns meta as JSON text, or nil (NULL) for a nil map. jsonb
-// holds only valid UTF-8 without NUL, so other strings are refused rather
-// than silently changed.
-func encodeMeta(meta map[string]string) (any, error) {
+// encodeMeta returns meta as JSON text, or NULL for a nil map. jsonb holds
+// only valid UTF-8 without NUL, so other strings are refused rather than
+// silently changed.
+func encodeMeta(meta map[string]string) (pgtype.Text, error) {
 	if meta == nil {
-		return nil, nil
+		return pgtype.Text{}, nil
 	}
 	for k, v := range meta {
 		if !jsonSafe(k) || !jsonSafe(v) {
-			return nil, fmt.Errorf("%w: pgstore: result metadata must be valid UTF-8 without NUL bytes", once.ErrInvalidArgument)
+			return pgtype.Text{}, fmt.Errorf("%w: pgstore: result metadata must be valid UTF-8 without NUL bytes", once.ErrInvalidArgument)
 		}
 	}
 	b, err := json.Marshal(meta)
 	if err != nil {
-		return nil, fmt.Errorf("%w: pgstore: result metadata: %v", once.ErrInvalidArgument, err)
+		return pgtype.Text{}, fmt.Errorf("%w: pgstore: result metadata: %v", once.ErrInvalidArgument, err)
 	}
-	return string(b), nil
+	return pgtype.Text{String: string(b), Valid: true}, nil
 }
 
 func jsonSafe(s string) bool {
@@ -123,15 +123,25 @@ func decodeMeta(b []byte) (map[string]string, error) {
 }
 
 // Claim implements once.Store with one INSERT … ON CONFLICT DO UPDATE
-// statement, run again if a concurrent claim of the key won a race with it.
-// Returns an error wrapping once.ErrInvalidKey or once.ErrInvalidArgument
-// for a bad request, once.ErrUnavailable if the database could not decide.
+// statement, shared with the claims that run at the same time (see
+// batch.go), and run again if a concurrent claim of the key won a race
+// with it. Returns an error wrapping once.ErrInvalidKey or
+// once.ErrInvalidArgument for a bad request, once.ErrUnavailable if the
+// database could not decide or ctx ended first (the claim may still have
+// taken effect then).
 func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
 	if err := req.Validate(); err != nil {
 		return once.ClaimResult{}, err
 	}
 	if err := s.check(req.Key); err != nil {
 		return once.ClaimResult{}, err
+	}
+	c := &call{key: req.Key, claim: req}
+	if err := s.claims.do(ctx, c); err != nil {
+		return once.ClaimResult{}, err
+	}
+	if !c.alone {
+		return c.res, nil
 	}
 	var res once.ClaimResult
 	err := s.retry(ctx, "claim", func() (bool, error) {
@@ -149,38 +159,93 @@ func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRes
 // changed the record after the statement's snapshot; run it again.
 var errRaced = errors.New("pgstore: claim raced with another")
 
-// claimOnce runs claimSQL once on q.
+// claimRow is a row of claimSQL.
+type claimRow struct {
+	key     string
+	outcome int32
+	r       row
+	now     time.Time
+}
+
+func (cr *claimRow) dest() []any {
+	return append(append([]any{&cr.key, &cr.outcome}, cr.r.dest()...), &cr.now)
+}
+
+// result is the answer to the claim of key that cr answers.
+func (cr *claimRow) result(key once.Key) (once.ClaimResult, error) {
+	rec, err := cr.r.record(key)
+	if err != nil {
+		return once.ClaimResult{}, err
+	}
+	res := once.ClaimResult{Outcome: once.Outcome(cr.outcome), Record: rec}
+	switch res.Outcome {
+	case once.Acquired:
+		res.Token = rec.Token
+	case once.InProgress:
+		res.RetryAfter = rec.LeaseExpiresAt.Sub(cr.now)
+	case once.Completed, once.Abandoned, once.Mismatch:
+	default:
+		return once.ClaimResult{}, fmt.Errorf("pgstore: claim returned outcome %d", cr.outcome)
+	}
+	return res, nil
+}
+
+// claimArgs returns the arguments of claimSQL for one request.
+func claimArgs(r once.ClaimRequest) []any {
+	return []any{scopeBytes(r.Key.Scope), r.Key.ID, r.Fingerprint, micros(r.Lease), micros(r.Retention), r.Policy == once.AbandonRetry}
+}
+
+// claimArrays returns the arguments of claimSQL for a batch.
+func claimArrays(calls []*call) []any {
+	n := len(calls)
+	scopes, ids, fps := make([][]byte, n), make([]string, n), make([][]byte, n)
+	leases, keeps, retry := make([]int64, n), make([]int64, n), make([]bool, n)
+	for i, c := range calls {
+		r := c.claim
+		scopes[i], ids[i], fps[i] = scopeBytes(r.Key.Scope), r.Key.ID, r.Fingerprint
+		leases[i], keeps[i], retry[i] = micros(r.Lease), micros(r.Retention), r.Policy == once.AbandonRetry
+	}
+	return []any{scopes, ids, fps, leases, keeps, retry}
+}
+
+// runClaims runs claimSQL for calls (batcher.run). A call that gets no row
+// lost a race and stays to run again.
+func (s *Store) runClaims(ctx context.Context, calls []*call) error {
+	rows, err := s.pool.Query(ctx, s.q.claimMany, claimArrays(calls)...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var cr claimRow
+	dest := cr.dest()
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		c := find(calls, cr.key)
+		if c == nil {
+			return fmt.Errorf("pgstore: claim answered key %s, which it was not given", once.Redact(cr.key))
+		}
+		c.again = false
+		if c.res, c.err = cr.result(c.key); c.err != nil {
+			c.err = s.unavailable("claim", c.err)
+		}
+	}
+	return rows.Err()
+}
+
+// claimOnce runs claimSQL once on q for one key. It returns errRaced if the
+// claim lost a race.
 func (s *Store) claimOnce(ctx context.Context, q querier, req once.ClaimRequest) (once.ClaimResult, error) {
-	var (
-		outcome int32
-		r       row
-		now     time.Time
-	)
-	dest := append([]any{&outcome}, r.dest()...)
-	dest = append(dest, &now)
-	err := q.QueryRow(ctx, s.q.claim, scopeBytes(req.Key.Scope), req.Key.ID, req.Fingerprint,
-		micros(req.Lease), micros(req.Retention), req.Policy == once.AbandonRetry).Scan(dest...)
+	var cr claimRow
+	err := q.QueryRow(ctx, s.q.claim, claimArgs(req)...).Scan(cr.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return once.ClaimResult{}, errRaced
 	}
 	if err != nil {
 		return once.ClaimResult{}, err
 	}
-	rec, err := r.record(req.Key)
-	if err != nil {
-		return once.ClaimResult{}, err
-	}
-	res := once.ClaimResult{Outcome: once.Outcome(outcome), Record: rec}
-	switch res.Outcome {
-	case once.Acquired:
-		res.Token = rec.Token
-	case once.InProgress:
-		res.RetryAfter = rec.LeaseExpiresAt.Sub(now)
-	case once.Completed, once.Abandoned, once.Mismatch:
-	default:
-		return once.ClaimResult{}, fmt.Errorf("pgstore: claim returned outcome %d", outcome)
-	}
-	return res, nil
+	return cr.result(req.Key)
 }
 
 // exec runs a statement that returns a row per record changed and reports
@@ -212,36 +277,70 @@ func (s *Store) change(ctx context.Context, op string, key once.Key, notFound er
 	return nil
 }
 
-// Complete implements once.Store with one conditional UPDATE. Returns
+// Complete implements once.Store with one conditional UPDATE, shared with
+// the completions that run at the same time (see batch.go). Returns
 // once.ErrFenced if token does not hold the key, an error wrapping
 // once.ErrInvalidArgument if result.Meta is not valid UTF-8 without NUL
-// (jsonb cannot hold it), once.ErrUnavailable if the database failed.
+// (jsonb cannot hold it), once.ErrUnavailable if the database failed or ctx
+// ended first (the completion may still have taken effect then).
 func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result once.Result) error {
 	if err := s.check(key); err != nil {
 		return err
 	}
-	args, err := s.completeArgs(key, token, result)
+	meta, err := encodeMeta(result.Meta)
 	if err != nil {
 		return err
 	}
-	return s.change(ctx, "complete", key, once.ErrFenced, s.q.complete, args...)
+	c := &call{key: key, token: token, data: result.Data, meta: meta}
+	if err := s.completes.do(ctx, c); err != nil || !c.alone {
+		return err
+	}
+	return s.change(ctx, "complete", key, once.ErrFenced, s.q.complete, s.completeArgs(c)...)
 }
 
-// completeArgs returns the arguments of completeSQL, or an error wrapping
-// once.ErrInvalidArgument if the result cannot be stored.
-func (s *Store) completeArgs(key once.Key, token uint64, result once.Result) ([]any, error) {
-	meta, err := encodeMeta(result.Meta)
-	if err != nil {
-		return nil, err
+// completeArgs returns the arguments of completeSQL for one completion.
+func (s *Store) completeArgs(c *call) []any {
+	return []any{scopeBytes(c.key.Scope), c.key.ID, int64(c.token), c.data, c.meta, s.n.channel}
+}
+
+// completeArrays returns the arguments of completeSQL for a batch.
+func (s *Store) completeArrays(calls []*call) []any {
+	n := len(calls)
+	scopes, ids, tokens, data, metas := make([][]byte, n), make([]string, n), make([]int64, n), make([][]byte, n), make([]pgtype.Text, n)
+	for i, c := range calls {
+		scopes[i], ids[i], tokens[i], data[i], metas[i] = scopeBytes(c.key.Scope), c.key.ID, int64(c.token), c.data, c.meta
 	}
-	return []any{scopeBytes(key.Scope), key.ID, int64(token), result.Data, meta, s.n.channel, notifyID(key)}, nil
+	return []any{scopes, ids, tokens, data, metas, s.n.channel}
+}
+
+// runCompletes runs completeSQL for calls (batcher.run). A call whose key
+// gets no row was fenced.
+func (s *Store) runCompletes(ctx context.Context, calls []*call) error {
+	rows, err := s.pool.Query(ctx, s.q.completeMany, s.completeArrays(calls)...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for _, c := range calls {
+		c.again, c.err = false, once.ErrFenced
+	}
+	var id string
+	for rows.Next() {
+		if err := rows.Scan(&id, nil); err != nil {
+			return err
+		}
+		if c := find(calls, id); c != nil {
+			c.err = nil
+		}
+	}
+	return rows.Err()
 }
 
 // Release implements once.Store with one conditional UPDATE. Returns
 // once.ErrFenced if token does not hold the key.
 func (s *Store) Release(ctx context.Context, key once.Key, token uint64) error {
 	return s.change(ctx, "release", key, once.ErrFenced, s.q.release,
-		scopeBytes(key.Scope), key.ID, int64(token), s.n.channel, notifyID(key))
+		scopeBytes(key.Scope), key.ID, int64(token), s.n.channel)
 }
 
 // Extend implements once.Store with one conditional UPDATE. Returns
@@ -261,7 +360,7 @@ func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease ti
 // Returns once.ErrNotFound if there is no live record.
 func (s *Store) Delete(ctx context.Context, key once.Key) error {
 	return s.change(ctx, "delete", key, once.ErrNotFound, s.q.del,
-		scopeBytes(key.Scope), key.ID, s.n.channel, notifyID(key))
+		scopeBytes(key.Scope), key.ID, s.n.channel)
 }
 
 // Get implements once.Store. Returns once.ErrNotFound if there is no live

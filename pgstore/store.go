@@ -16,9 +16,9 @@ import (
 )
 
 // DefaultMaxConns is the pool size Open uses unless the URL sets
-// pool_max_conns. PostgreSQL flushes the WAL for all the commits waiting at
-// once, so more connections than cores raise throughput until the disk, not
-// the CPU, is the limit.
+// pool_max_conns. Claims and completions, group-committed, use at most
+// eight connections; the others serve DoTx transactions, which hold theirs
+// while their function runs, and the other operations.
 const DefaultMaxConns = 64
 
 // DefaultRetention is how long DoTx keeps a record when Config.Retention is
@@ -71,6 +71,9 @@ type Store struct {
 
 	mu  sync.Mutex // guards lis, and starting goroutines against Close
 	lis *listener
+
+	// claims and completes group-commit Claim and Complete (batch.go).
+	claims, completes *batcher
 }
 
 var (
@@ -164,6 +167,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	}
 	s := &Store{pool: pool, cfg: cfg, n: n, q: n.queries()}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
+	s.claims = newBatcher(s, "claim", s.runClaims)
+	s.completes = newBatcher(s, "complete", s.runCompletes)
 	if cfg.SweepInterval > 0 {
 		s.wg.Add(1)
 		go s.sweepLoop()
@@ -195,6 +200,8 @@ func (s *Store) Close() error {
 	if already {
 		return nil
 	}
+	s.claims.close()
+	s.completes.close()
 	s.stopBg()
 	s.wg.Wait()
 	if lis != nil {

@@ -122,10 +122,11 @@ func (s *Store) notAcquired(ctx context.Context, tx pgx.Tx, res once.ClaimResult
 // row, so only a result that cannot be stored, or a retention shorter than
 // fn's run, makes it fail.
 func (s *Store) completeTx(ctx context.Context, tx pgx.Tx, key once.Key, token uint64, result once.Result) error {
-	args, err := s.completeArgs(key, token, result)
+	meta, err := encodeMeta(result.Meta)
 	if err != nil {
 		return err
 	}
+	args := s.completeArgs(&call{key: key, token: token, data: result.Data, meta: meta})
 	changed, err := s.exec(ctx, tx, s.q.complete, args...)
 	if err != nil {
 		return s.txError("complete", err)

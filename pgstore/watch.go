@@ -15,7 +15,8 @@ import (
 
 // notifyID is the payload of a key's notifications: a hash, so that keys do
 // not show in pg_stat_activity or in other listeners. IDs hold no NUL, so the
-// separator makes the encoding unambiguous.
+// separator makes the encoding unambiguous. The statements that notify
+// compute the same hash in SQL (notify in queries.go).
 func notifyID(key once.Key) string {
 	h := sha256.New()
 	h.Write([]byte(key.Scope))

@@ -1,0 +1,253 @@
+package pgstore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/oncehq/once"
+)
+
+// Claims and completions are group-committed: each kind runs at most
+// maxInFlight statements at a time, and the calls that arrive while those
+// run go out together, as one statement (and one commit) for up to maxBatch
+// keys, as soon as one of them finishes. A lone call is sent at once: there
+// is no timer. A statement costs the server a round trip, an executor
+// start-up and a commit whatever the number of keys it carries, and these
+// are most of the cost of one key; under load a batch pays them once for
+// many.
+const (
+	maxBatch    = 64
+	maxInFlight = 4
+)
+
+// call is one Claim or Complete waiting in a batcher. The caller fills the
+// request and waits for done; the batch fills the answer, then closes done.
+type call struct {
+	ctx   context.Context
+	key   once.Key
+	claim once.ClaimRequest // Claim
+	token uint64            // Complete
+	data  []byte            // Complete: result data
+	meta  pgtype.Text       // Complete: result metadata as JSON text, or NULL
+	tries int               // statements that ran for it and must run again
+
+	res   once.ClaimResult
+	err   error
+	again bool // set before a statement; the statement clears it for the calls it answers
+	alone bool // answer: run a statement of your own (the batch waited too long for a lock)
+	done  chan struct{}
+}
+
+// batcher runs the calls of one operation in batches.
+type batcher struct {
+	s   *Store
+	op  string
+	max int // statements at a time
+	// run runs one statement for calls, sorted by key, and answers each
+	// (res, err) or leaves its again set. An error it returns is the whole
+	// statement's: nothing it answered stands.
+	run func(ctx context.Context, calls []*call) error
+
+	// onExec, if set (by tests), is called with the size of each batch
+	// before its statement runs.
+	onExec func(n int)
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool       // no more calls: Close waits for the drains started before
+	queue   []*call
+	running int                 // drain goroutines
+	seen    map[string]struct{} // take's scratch
+}
+
+func newBatcher(s *Store, op string, run func(context.Context, []*call) error) *batcher {
+	inFlight := max(1, min(maxInFlight, int(s.pool.Config().MaxConns)))
+	return &batcher{s: s, op: op, max: inFlight, run: run, seen: make(map[string]struct{})}
+}
+
+// do queues c and waits for its answer. If ctx ends first, do returns at
+// once; a statement already sent for c may still take effect.
+func (b *batcher) do(ctx context.Context, c *call) error {
+	if err := ctx.Err(); err != nil {
+		return b.s.unavailable(b.op, err)
+	}
+	c.ctx, c.done = ctx, make(chan struct{})
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return once.ErrClosed
+	}
+	b.queue = append(b.queue, c)
+	start := b.running < b.max
+	if start {
+		b.running++
+		b.s.wg.Add(1)
+	}
+	b.mu.Unlock()
+	if start {
+		go b.drain()
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return b.s.unavailable(b.op, ctx.Err())
+	}
+}
+
+// close refuses further calls. Every drain started before it returns is
+// counted in the store's WaitGroup, which Close then waits for; the calls
+// they still hold fail, as their statements do once the store's context is
+// canceled.
+func (b *batcher) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
+// drain runs batches until the queue is empty.
+func (b *batcher) drain() {
+	defer b.s.wg.Done()
+	for {
+		calls := b.take()
+		if calls == nil {
+			return
+		}
+		b.exec(calls)
+	}
+}
+
+// take removes the next batch from the queue, in order: up to maxBatch
+// calls with distinct key IDs (a statement changes a row only once, and
+// its answers are matched to calls by ID). Calls whose caller left are
+// dropped. If nothing is left, take gives up the drain's slot and returns
+// nil.
+func (b *batcher) take() []*call {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var batch []*call
+	rest := b.queue[:0]
+	clear(b.seen)
+	for _, c := range b.queue {
+		_, dup := b.seen[c.key.ID]
+		switch {
+		case c.ctx.Err() != nil:
+		case dup || len(batch) == maxBatch:
+			rest = append(rest, c)
+		default:
+			b.seen[c.key.ID] = struct{}{}
+			batch = append(batch, c)
+		}
+	}
+	clear(b.queue[len(rest):])
+	b.queue = rest
+	if batch == nil {
+		b.running--
+	}
+	return batch
+}
+
+// exec runs one statement for calls and answers them, or queues again,
+// first, the calls that lost a race and those of a statement that did
+// nothing (a contention error, a connection that had died).
+func (b *batcher) exec(calls []*call) {
+	// One order for every batch, so that batches lock rows in the same
+	// order and never deadlock on each other.
+	slices.SortFunc(calls, func(x, y *call) int {
+		return cmp.Or(cmp.Compare(x.key.ID, y.key.ID), cmp.Compare(x.key.Scope, y.key.Scope))
+	})
+	for _, c := range calls {
+		c.again = true
+	}
+	if b.onExec != nil {
+		b.onExec(len(calls))
+	}
+	ctx, cancel := b.context(calls)
+	err := b.run(ctx, calls)
+	stopped := ctx.Err() != nil // the store closed or every caller left
+	cancel()
+	if lockTimedOut(err) && !stopped {
+		// Some key of the batch is held by a long transaction, most
+		// likely a DoTx: its caller waits for it, alone and outside the
+		// batches, as do the others, whose key is unknown.
+		for _, c := range calls {
+			c.alone = true
+			close(c.done)
+		}
+		return
+	}
+	if err != nil && !stopped && (contended(err) || pgconn.SafeToRetry(err)) {
+		for _, c := range calls {
+			c.again = true
+		}
+		err = nil
+	}
+	var requeue []*call
+	for _, c := range calls {
+		switch {
+		case err != nil:
+			c.err = b.s.unavailable(b.op, err)
+		case !c.again:
+		case c.tries == maxRetries:
+			c.err = b.s.unavailable(b.op, errors.New("too much contention on one key"))
+		default:
+			c.tries++
+			requeue = append(requeue, c)
+			continue
+		}
+		close(c.done)
+	}
+	if requeue != nil {
+		b.mu.Lock()
+		b.queue = append(requeue, b.queue...)
+		b.mu.Unlock()
+	}
+}
+
+// context returns the context of a batch's statement: canceled when the
+// store closes or when every caller in the batch has left, as a lone
+// caller's statement would be.
+func (b *batcher) context(calls []*call) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(b.s.bg)
+	for _, c := range calls {
+		if c.ctx.Done() == nil {
+			return ctx, cancel // a caller that never leaves
+		}
+	}
+	left := new(atomic.Int32)
+	stops := make([]func() bool, len(calls))
+	for i, c := range calls {
+		stops[i] = context.AfterFunc(c.ctx, func() {
+			if int(left.Add(1)) == len(calls) {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// lockTimedOut reports whether err is a statement's lock_timeout.
+func lockTimedOut(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+// find returns the call of calls, sorted by exec, whose key ID is id.
+func find(calls []*call, id string) *call {
+	i, ok := slices.BinarySearchFunc(calls, id, func(c *call, id string) int { return cmp.Compare(c.key.ID, id) })
+	if !ok {
+		return nil
+	}
+	return calls[i]
+}

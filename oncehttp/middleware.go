@@ -254,7 +254,7 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		// The declared length, and one byte more to see the end.
 		b = make([]byte, 0, r.ContentLength+1)
 	}
-	b, err := readAll(b, io.LimitReader(r.Body, limit+1))
+	b, err := readAll(b, r.Body, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequestBody, err)
 	}
@@ -264,14 +264,18 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// readAll appends what r holds to b, like io.ReadAll into a buffer sized
-// beforehand.
-func readAll(b []byte, r io.Reader) ([]byte, error) {
-	for {
+// readAll appends what r holds to b, up to max bytes in b, like io.ReadAll of
+// an io.LimitReader into a buffer sized beforehand.
+func readAll(b []byte, r io.Reader, max int64) ([]byte, error) {
+	for int64(len(b)) < max {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
-		n, err := r.Read(b[len(b):cap(b)])
+		free := b[len(b):cap(b)]
+		if int64(len(free)) > max-int64(len(b)) {
+			free = free[:max-int64(len(b))]
+		}
+		n, err := r.Read(free)
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			return b, nil
@@ -280,6 +284,7 @@ func readAll(b []byte, r io.Reader) ([]byte, error) {
 			return b, err
 		}
 	}
+	return b, nil
 }
 
 // execute is the function that Do runs once per key: the wrapped handler

@@ -110,15 +110,19 @@ func decodeStatus(res once.Result) (int, error) {
 	return status, nil
 }
 
-// decodeHeader sets in h the headers that res records.
+// decodeHeader sets in h the headers that res records. The headers with one
+// value, most of them, share one array.
 func decodeHeader(res once.Result, h http.Header) {
+	single := make([]string, 0, len(res.Meta))
 	for k, v := range res.Meta {
-		if name, ok := strings.CutPrefix(k, MetaHeaderPrefix); ok {
-			if strings.IndexByte(v, '\n') < 0 {
-				h[name] = []string{v}
-			} else {
-				h[name] = strings.Split(v, "\n")
-			}
+		name, ok := strings.CutPrefix(k, MetaHeaderPrefix)
+		switch {
+		case !ok:
+		case strings.IndexByte(v, '\n') < 0:
+			single = append(single, v)
+			h[name] = single[len(single)-1 : len(single) : len(single)]
+		default:
+			h[name] = strings.Split(v, "\n")
 		}
 	}
 }

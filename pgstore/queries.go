@@ -49,10 +49,16 @@ var batchLockTimeout = "1s"
 // For one key they are scalars in one row, which the planner folds into the
 // statement.
 //
-// For a batch they are arrays, one element per key, unnested. arr is
-// MATERIALIZED so that the planner cannot see how long the arrays are: it
-// then estimates every batch alike and keeps one generic plan, where it
-// would otherwise plan each execution anew (a custom plan for each batch
+// For a batch they are arrays, one element per key, unnested. The plan
+// must not depend on how many keys there are. arr is MATERIALIZED so that
+// the planner cannot see how long the arrays are, and the LIMIT (no fewer
+// than the keys: it changes nothing) makes it expect a single row, as a
+// LIMIT whose value it does not know does. Every batch then gets the same
+// plan, a nested loop that looks each key up in the primary key, however
+// few rows the table had when the plan was made (the plan is kept for the
+// connection's life: a hash join over a sequential scan chosen while the
+// table was empty would stay). And PostgreSQL keeps that generic plan where
+// it would otherwise plan each execution anew (a custom plan for each batch
 // size), which costs more than running the statement. arr also sets
 // lock_timeout for the rest of the statement's transaction: every row the
 // statement locks or inserts comes from req, so arr is evaluated before
@@ -74,7 +80,7 @@ func requests(ps []param, many bool) string {
 	return "arr AS MATERIALIZED (SELECT " + strings.Join(exprs, ", ") +
 		", set_config('lock_timeout', '" + batchLockTimeout + "', true) AS lock_timeout),\n" +
 		"req AS (SELECT q.* FROM arr, unnest(" + strings.Join(elems, ", ") + ") AS q(" + strings.Join(cols, ", ") +
-		") WHERE arr.lock_timeout IS NOT NULL)"
+		") WHERE arr.lock_timeout IS NOT NULL LIMIT (SELECT cardinality(key) FROM arr))"
 }
 
 // claimParams are claimSQL's requests: scope, key, fingerprint, lease and

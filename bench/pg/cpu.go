@@ -67,6 +67,65 @@ func (s server) cpu() (time.Duration, bool) {
 	return time.Duration(ticks) * 10 * time.Millisecond, true
 }
 
+// sampler follows the CPU time of the backends whose application_name is
+// app, every 50ms and at stop, keeping the last reading of each: a backend
+// that exits (pgbench's, at its end) loses at most 50ms.
+type sampler struct {
+	srv  server
+	pool *pgxpool.Pool
+	app  string
+	last map[int]int64
+	quit chan struct{}
+	done chan struct{}
+}
+
+func (s server) sample(pool *pgxpool.Pool, app string) *sampler {
+	sm := &sampler{srv: s, pool: pool, app: app, last: map[int]int64{}, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(sm.done)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sm.read()
+			select {
+			case <-sm.quit:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return sm
+}
+
+// read reads the backends' CPU time.
+func (sm *sampler) read() {
+	rows, err := sm.pool.Query(context.Background(), "SELECT pid FROM pg_stat_activity WHERE application_name = $1", sm.app)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) != nil {
+			return
+		}
+		if st, ok := readStat(pid); ok && st.ppid == sm.srv.postmaster {
+			sm.last[pid] = st.own
+		}
+	}
+}
+
+// stop ends the sampling and returns the CPU time of the backends seen.
+func (sm *sampler) stop() time.Duration {
+	close(sm.quit)
+	<-sm.done
+	var ticks int64
+	for _, t := range sm.last {
+		ticks += t
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
 // stat is what cpu needs of /proc/PID/stat.
 type stat struct {
 	comm     string

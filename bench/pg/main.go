@@ -56,11 +56,7 @@ func main() {
 	}
 	libURL := *url
 	if *poolSize > 0 {
-		sep := "?"
-		if strings.Contains(libURL, "?") {
-			sep = "&"
-		}
-		libURL += sep + "pool_max_conns=" + strconv.Itoa(*poolSize)
+		libURL = withParam(libURL, "pool_max_conns", strconv.Itoa(*poolSize))
 	}
 	if err := run(context.Background(), *url, libURL, *clients, *threads, *dur, *rounds, *withPgx, *withTx); err != nil {
 		fmt.Fprintln(os.Stderr, "pg:", err)
@@ -92,18 +88,18 @@ func run(ctx context.Context, url, libURL string, clients, threads int, dur time
 	if srv.postmaster == 0 {
 		fmt.Println("server CPU: not shown (the server's processes are not readable in /proc)")
 	} else {
-		fmt.Println("server CPU: every process of the server, so other clients of it count too")
+		fmt.Println("server CPU: of the run's own backends, and in () of every server process (other clients of the server count there)")
 	}
 	var sumBench, sumLib float64
 	for r := range rounds {
-		m := srv.start()
+		m := srv.start(pool, "once_bench_pgbench")
 		tps, err := pgbench(ctx, url, file, clients, threads, dur)
 		if err != nil {
 			return err
 		}
 		m.server("pgbench", "tx", tps*dur.Seconds())
-		m = srv.start()
-		pairs, err := library(ctx, libURL, schema, clients, dur)
+		m = srv.start(pool, "once_bench_pgstore")
+		pairs, err := library(ctx, withParam(libURL, "application_name", "once_bench_pgstore"), schema, clients, dur)
 		if err != nil {
 			return err
 		}
@@ -112,8 +108,8 @@ func run(ctx context.Context, url, libURL string, clients, threads int, dur time
 		sumLib += pairs.rate()
 		fmt.Printf("round %d: pgbench %.0f tx/s, pgstore %.0f Claim+Complete pairs/s, ratio %.2f\n", r+1, tps, pairs.rate(), pairs.rate()/tps)
 		if withTx {
-			m = srv.start()
-			txs, err := doTx(ctx, libURL, schema, clients, dur)
+			m = srv.start(pool, "once_bench_dotx")
+			txs, err := doTx(ctx, withParam(libURL, "application_name", "once_bench_dotx"), schema, clients, dur)
 			if err != nil {
 				return err
 			}
@@ -121,8 +117,8 @@ func run(ctx context.Context, url, libURL string, clients, threads int, dur time
 			fmt.Printf("  DoTx (claim, the INSERT, complete: one transaction): %.0f/s (%.2f of pgbench)\n", txs.rate(), txs.rate()/tps)
 		}
 		if withPgx {
-			m = srv.start()
-			ins, err := pgxInsert(ctx, libURL, clients, dur)
+			m = srv.start(pool, "once_bench_pgx")
+			ins, err := pgxInsert(ctx, withParam(libURL, "application_name", "once_bench_pgx"), clients, dur)
 			if err != nil {
 				return err
 			}
@@ -135,25 +131,40 @@ func run(ctx context.Context, url, libURL string, clients, threads int, dur time
 	return nil
 }
 
-// meter measures the CPU time of one phase.
-type meter struct {
-	srv        server
-	client     time.Duration
-	srvCPU     time.Duration
-	srvVisible bool
+// withParam adds a query parameter to a URL.
+func withParam(url, k, v string) string {
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + k + "=" + v
 }
 
-func (s server) start() meter {
+// meter measures the CPU time of one phase.
+type meter struct {
+	srv      server
+	client   time.Duration
+	total    time.Duration // the server's, at the start
+	visible  bool
+	backends *sampler
+}
+
+func (s server) start(pool *pgxpool.Pool, app string) meter {
 	m := meter{srv: s, client: cpuTime()}
-	m.srvCPU, m.srvVisible = s.cpu()
+	if m.total, m.visible = s.cpu(); m.visible {
+		m.backends = s.sample(pool, app)
+	}
 	return m
 }
 
 // server prints the server's CPU time per operation since start.
 func (m meter) server(what, op string, ops float64) {
-	if now, ok := m.srv.cpu(); ok && m.srvVisible {
-		fmt.Printf("  %s server CPU %v per %s\n", what, perOp(now-m.srvCPU, ops), op)
+	if !m.visible {
+		return
 	}
+	own := m.backends.stop()
+	now, _ := m.srv.cpu()
+	fmt.Printf("  %s server CPU %v per %s (%v)\n", what, perOp(own, ops), op, perOp(now-m.total, ops))
 }
 
 // report prints this process's and the server's CPU time per operation
@@ -173,6 +184,7 @@ var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection t
 func pgbench(ctx context.Context, url, file string, clients, threads int, dur time.Duration) (float64, error) {
 	cmd := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
 		"-T", strconv.Itoa(int(dur.Seconds())), "-f", file, url)
+	cmd.Env = append(os.Environ(), "PGAPPNAME=once_bench_pgbench")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)

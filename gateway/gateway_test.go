@@ -54,7 +54,7 @@ func start(t *testing.T, cfg gateway.Config, h http.HandlerFunc) *harness {
 		cfg.Store = memstore.New(memstore.Config{})
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewJSONHandler(hs.logs, nil))
+		cfg.Logger = slog.New(gateway.NewLogHandler(hs.logs, nil)) // as once serve logs
 	}
 	hs.store = cfg.Store
 	gw, err := gateway.New(cfg)

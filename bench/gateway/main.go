@@ -47,7 +47,7 @@ func main() {
 	identical := flag.Int("identical", 1000, "identical concurrent requests in the coalescing check (0: skip)")
 	latency := flag.Duration("latency", 100*time.Millisecond, "upstream latency in the coalescing check")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	logFormat := flag.String("log", "json", "gateway request log: json (as once serve, to io.Discard) or none")
+	logFormat := flag.String("log", "json", "gateway request log: json (once serve's handler, to io.Discard) or none")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -58,7 +58,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	logger := slog.New(gateway.NewLogHandler(io.Discard, nil))
 	if *logFormat == "none" {
 		logger = slog.New(slog.DiscardHandler)
 	}

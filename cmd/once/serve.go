@@ -200,7 +200,7 @@ func (c *serveCommand) gatewayConfig() (gateway.Config, serveAddrs, error) {
 		Methods: c.methods, KeyOptional: !c.requireKey, ScopeHeader: c.scopeHeader,
 		MaxRequestBody: int64(c.maxRequestBody), MaxResponseBody: int64(c.maxResponseBody),
 		UpstreamTimeout: c.upstreamTimeout, ShutdownTimeout: c.shutdownTimeout,
-		Logger: slog.New(slog.NewJSONHandler(c.m.Stderr, &slog.HandlerOptions{Level: level})),
+		Logger: slog.New(gateway.NewLogHandler(c.m.Stderr, level)),
 	}
 	if c.wait == 0 {
 		cfg.Wait = once.NoWait

@@ -17,8 +17,8 @@ import (
 
 // BenchmarkProxy measures the gateway's own cost per keyed request, without
 // the network: a bare httputil.ReverseProxy and the gateway (memory store,
-// JSON request log to io.Discard, a fresh key per request) in front of the
-// same in-process upstream. The difference between the two is what once adds.
+// once serve's request log to io.Discard, a fresh key per request) in front
+// of the same in-process upstream. The difference is what once adds.
 //
 //	go test -run='^$' -bench=Proxy -benchmem ./gateway/
 func BenchmarkProxy(b *testing.B) {
@@ -33,7 +33,7 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("once", func(b *testing.B) {
 		gw, err := gateway.New(gateway.Config{
 			Upstream: target, Store: memstore.New(memstore.Config{}), Transport: stubUpstream{},
-			Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+			Logger: slog.New(gateway.NewLogHandler(io.Discard, nil)),
 		})
 		if err != nil {
 			b.Fatal(err)

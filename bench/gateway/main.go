@@ -89,7 +89,8 @@ func run(clients, rounds int, duration time.Duration, storeKind string, logger *
 		return err
 	}
 	defer store.Close()
-	gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: logger})
+	sent := &sentTransport{RoundTripper: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second}}
+	gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: logger, Transport: sent})
 	if err != nil {
 		return err
 	}
@@ -114,9 +115,23 @@ func run(clients, rounds int, duration time.Duration, storeKind string, logger *
 		report(bare, onceRes)
 	}
 	if identical > 0 {
-		return coalesce(onceURL, up, identical, latency)
+		return coalesce(onceURL, up, sent, identical, latency)
 	}
 	return nil
+}
+
+// sentTransport is the gateway's transport (the settings of its own, for
+// one upstream), noting when the gateway sent its latest /slow request.
+type sentTransport struct {
+	http.RoundTripper
+	slowAt atomic.Int64 // UnixNano
+}
+
+func (t *sentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == "/slow" {
+		t.slowAt.Store(time.Now().UnixNano())
+	}
+	return t.RoundTripper.RoundTrip(r)
 }
 
 // upstream answers POST / at once and POST /slow after latency, counting
@@ -356,7 +371,7 @@ func round3(d time.Duration) time.Duration { return d.Round(10 * time.Microsecon
 // request out to bytes, and holds the senders at a barrier: after it, each
 // request is one write on a connection of its own. It times from the release
 // to the last answer, so it measures the gateway, not TCP handshakes.
-func coalesce(target *url.URL, up *upstream, n int, latency time.Duration) error {
+func coalesce(target *url.URL, up *upstream, sent *sentTransport, n int, latency time.Duration) error {
 	conns, err := dialWarm(target, n)
 	defer func() {
 		for _, c := range conns {
@@ -398,11 +413,12 @@ func coalesce(target *url.URL, up *upstream, n int, latency time.Duration) error
 		distinct[answers[i]] = true
 	}
 	calls := up.slow.Load() - before
+	forwarded := time.Unix(0, sent.slowAt.Load()).Sub(t0)
 	arrived := time.Unix(0, up.slowAt.Load()).Sub(t0)
 	fmt.Printf("%d identical concurrent requests (upstream latency %v, pre-dialled connections, released at once): %d upstream call(s), %d distinct answer(s), all answered in %v (upstream latency + %v; goal + 50ms)\n",
 		n, latency, calls, len(distinct), took.Round(time.Millisecond), (took - latency).Round(time.Millisecond))
-	fmt.Printf("  the upstream call began %v after the release; the last answer arrived %v after the upstream answered\n",
-		arrived.Round(time.Millisecond), (took - arrived - latency).Round(time.Millisecond))
+	fmt.Printf("  the gateway forwarded the request %v after the release, the upstream (in this process, behind the gateway's goroutines) began %v after it; the last answer arrived %v after the upstream answered\n",
+		forwarded.Round(time.Millisecond), (arrived - forwarded).Round(time.Millisecond), (took - arrived - latency).Round(time.Millisecond))
 	fmt.Printf("  CPU time of the storm (clients, gateway, upstream, one process): %v, %v per request\n",
 		cpu.Round(time.Millisecond), (cpu / time.Duration(n)).Round(time.Microsecond))
 	if calls != 1 || len(distinct) != 1 {

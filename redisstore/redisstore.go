@@ -4,15 +4,20 @@
 //
 // # Semantics
 //
-// Every operation is one Lua script run atomically on the server in one round
-// trip, and the scripts take the same decisions as internal/fsm, branch for
-// branch. Lease and retention decisions use the Redis server's clock (TIME
-// inside the script, allowed since scripts replicate their effects), never
-// the client's: clients with skewed clocks agree on who holds a key.
+// Every operation runs atomically in a Lua script on the server, in one
+// round trip, and the scripts take the same decisions as internal/fsm,
+// branch for branch. Lease and retention decisions use the Redis server's
+// clock (TIME inside the script, allowed since scripts replicate their
+// effects), never the client's: clients with skewed clocks agree on who
+// holds a key. On a standalone server, the writes (Claim, Complete, Release,
+// Extend, Delete) that goroutines start while earlier ones are on their way
+// go together in one script call, each still atomic: under load, Redis then
+// pays the cost of a script call and a clock reading once per batch rather
+// than once per write.
 //
 // A record is one string value under PREFIX + "r{H}", where H is a hash of
 // the scope and ID, read with one GET and written with one SET by each
-// script; its change channel has the same name (channels are a namespace
+// operation; its change channel has the same name (channels are a namespace
 // apart from keys) and a version lives under PREFIX + "v{H'}". The braces
 // are a Redis Cluster hash tag: a record and its channel share one slot. The
 // record key expires (PXAT) at the record's PurgeAt, retention plus lease, so
@@ -109,6 +114,7 @@ type Store struct {
 	waitN  int64
 	waitMS int64
 	hub    *hub
+	batch  *batcher // nil in a cluster
 	closed atomic.Bool
 }
 
@@ -192,6 +198,9 @@ func New(client rueidis.Client, cfg Config) (*Store, error) {
 	}
 	s.waitMS = max(1, wt.Milliseconds())
 	s.hub = newHub(client)
+	if client.Mode() != rueidis.ClientModeCluster {
+		s.batch = &batcher{s: s}
+	}
 	return s, nil
 }
 
@@ -238,16 +247,18 @@ func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRes
 	if req.Policy == once.AbandonRetry {
 		policy = "1"
 	}
-	args := []string{string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy, encodeKey(req.Key)}
-	msg, ran, werr := s.write(ctx, claimScript, []string{s.recordKey(req.Key)}, args)
-	if !ran {
-		return once.ClaimResult{}, werr
+	r := s.do(ctx, s.recordKey(req.Key), "claim", string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy, encodeKey(req.Key))
+	if !r.ran {
+		return once.ClaimResult{}, r.err
 	}
-	res, err := claimResult(req.Key, msg)
+	if err := r.msg.Error(); err != nil {
+		return once.ClaimResult{}, s.unavailable("script", err)
+	}
+	res, err := claimResult(req.Key, r)
 	if err != nil {
 		return once.ClaimResult{}, s.corrupt(err)
 	}
-	if werr != nil {
+	if werr := r.err; werr != nil {
 		if res.Outcome == once.Acquired {
 			s.undoClaim(req.Key, res.Token)
 		}
@@ -264,16 +275,11 @@ func (s *Store) undoClaim(key once.Key, token uint64) {
 	_ = s.Release(ctx, key, token)
 }
 
-// claimResult reads the claim script's reply {outcome, now, record}.
-func claimResult(key once.Key, msg rueidis.RedisMessage) (once.ClaimResult, error) {
-	r, err := msg.ToArray()
-	if err != nil || len(r) != 3 {
-		return once.ClaimResult{}, fmt.Errorf("%w: claim reply %v", errCorrupt, msg)
-	}
-	code, err1 := r[0].ToInt64()
-	now, err2 := r[1].ToInt64()
-	v, err3 := r[2].ToString()
-	if err := errors.Join(err1, err2, err3); err != nil {
+// claimResult reads a claim's reply: its outcome and record.
+func claimResult(key once.Key, r reply) (once.ClaimResult, error) {
+	code, err1 := r.msg.ToInt64()
+	v, err2 := r.rec.ToString()
+	if err := errors.Join(err1, err2); err != nil {
 		return once.ClaimResult{}, fmt.Errorf("%w: claim reply: %w", errCorrupt, err)
 	}
 	if code < int64(once.Acquired) || code > int64(once.Mismatch) {
@@ -288,7 +294,7 @@ func claimResult(key once.Key, msg rueidis.RedisMessage) (once.ClaimResult, erro
 	case once.Acquired:
 		res.Token = rec.Token
 	case once.InProgress:
-		res.RetryAfter = rec.LeaseExpiresAt.Sub(time.UnixMicro(now))
+		res.RetryAfter = rec.LeaseExpiresAt.Sub(time.UnixMicro(r.now))
 	}
 	return res, nil
 }
@@ -298,8 +304,7 @@ func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result
 	if err := s.checkToken(key, token); err != nil {
 		return err
 	}
-	args := []string{strconv.FormatUint(token, 10), encodeResult(result)}
-	return s.writeCode(ctx, completeScript, []string{s.recordKey(key)}, args)
+	return s.doCode(ctx, s.recordKey(key), "complete", strconv.FormatUint(token, 10), encodeResult(result))
 }
 
 // Release implements once.Store.
@@ -307,7 +312,7 @@ func (s *Store) Release(ctx context.Context, key once.Key, token uint64) error {
 	if err := s.checkToken(key, token); err != nil {
 		return err
 	}
-	return s.writeCode(ctx, releaseScript, []string{s.recordKey(key)}, []string{strconv.FormatUint(token, 10)})
+	return s.doCode(ctx, s.recordKey(key), "release", strconv.FormatUint(token, 10))
 }
 
 // Extend implements once.Store. Returns an error wrapping
@@ -319,7 +324,7 @@ func (s *Store) Extend(ctx context.Context, key once.Key, token uint64, lease ti
 	if err := s.checkToken(key, token); err != nil {
 		return err
 	}
-	return s.writeCode(ctx, extendScript, []string{s.recordKey(key)}, []string{strconv.FormatUint(token, 10), micros(lease)})
+	return s.doCode(ctx, s.recordKey(key), "extend", strconv.FormatUint(token, 10), micros(lease))
 }
 
 // Delete implements once.Store.
@@ -327,7 +332,7 @@ func (s *Store) Delete(ctx context.Context, key once.Key) error {
 	if err := s.check(key); err != nil {
 		return err
 	}
-	return s.writeCode(ctx, deleteScript, []string{s.recordKey(key)}, nil)
+	return s.doCode(ctx, s.recordKey(key), "delete")
 }
 
 // Get implements once.Store.
@@ -359,7 +364,7 @@ func (s *Store) Advance(ctx context.Context, scope, entity string, version uint6
 		return false, 0, err
 	}
 	arg := fmt.Sprintf("%020d", version)
-	msg, _, err := s.write(ctx, advanceScript, []string{s.versionKey(scope, entity)}, []string{arg})
+	msg, _, err := s.call(ctx, advanceScript, []string{s.versionKey(scope, entity)}, []string{arg})
 	if err != nil {
 		return false, 0, err
 	}
@@ -400,13 +405,27 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// writeCode runs a write script that replies with a code.
-func (s *Store) writeCode(ctx context.Context, sc *script, keys, args []string) error {
-	msg, ran, werr := s.write(ctx, sc, keys, args)
-	if !ran {
-		return werr
+// do runs one write of writeScript: the operation args[0] on the record
+// key, with the arguments that follow.
+func (s *Store) do(ctx context.Context, key string, args ...string) reply {
+	w := &write{ctx: ctx, key: key, args: args}
+	if s.batch != nil {
+		return s.batch.do(w)
 	}
-	code, err := msg.ToInt64()
+	s.send(ctx, []*write{w})
+	return w.reply
+}
+
+// doCode runs a write that replies with a code.
+func (s *Store) doCode(ctx context.Context, key string, args ...string) error {
+	r := s.do(ctx, key, args...)
+	if !r.ran {
+		return r.err
+	}
+	if err := r.msg.Error(); err != nil {
+		return s.unavailable("script", err)
+	}
+	code, err := r.msg.ToInt64()
 	switch {
 	case err != nil:
 		return s.corrupt(err)
@@ -417,7 +436,7 @@ func (s *Store) writeCode(ctx context.Context, sc *script, keys, args []string) 
 	case code != codeOK:
 		return s.corrupt(fmt.Errorf("%w: reply code %d", errCorrupt, code))
 	}
-	return werr
+	return r.err
 }
 
 // run runs sc and returns its reply. A script error, or a failure to reach
@@ -430,10 +449,10 @@ func (s *Store) run(ctx context.Context, sc *script, keys, args []string) (rueid
 	return msg, nil
 }
 
-// write runs a script that writes, waiting for replicas if the store does.
+// call runs a script that writes, waiting for replicas if the store does.
 // ran reports whether the script ran: then msg is its reply, and err, if
 // any, says that the replicas did not acknowledge the write.
-func (s *Store) write(ctx context.Context, sc *script, keys, args []string) (msg rueidis.RedisMessage, ran bool, err error) {
+func (s *Store) call(ctx context.Context, sc *script, keys, args []string) (msg rueidis.RedisMessage, ran bool, err error) {
 	if s.waitN > 0 {
 		return s.execWait(ctx, sc, keys, args)
 	}

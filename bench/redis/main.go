@@ -20,7 +20,8 @@
 // Each phase also reports CPU time per call: the client's (this process, or
 // redis-benchmark) and, when redis-server runs on this machine, the
 // server's (from /proc/PID/stat). Unlike throughput, those figures move
-// little with the load of other processes.
+// little with the load of other processes; each round ends with the load
+// average of the last minute.
 package main
 
 import (
@@ -118,7 +119,7 @@ func (b *bench) run(ctx context.Context, url string, rounds int) error {
 		fmt.Printf("redis-benchmark %s -n N\n", strings.Join(b.rbArgs, " "))
 	}
 	fmt.Printf("%-5s %12s %12s %9s %8s %8s   %-22s   %-22s\n", "", "SET NX/s", "SET NX/s", "", "ratio", "ratio", "server µs per call", "client µs per call")
-	fmt.Printf("%-5s %12s %12s %9s %8s %8s   %6s %6s %8s   %6s %6s %8s\n", "round", "bench", "Go", "pairs/s", "÷bench", "÷Go", "bench", "Go", "pair", "bench", "Go", "pair")
+	fmt.Printf("%-5s %12s %12s %9s %8s %8s   %6s %6s %8s   %6s %6s %8s   %s\n", "round", "bench", "Go", "pairs/s", "÷bench", "÷Go", "bench", "Go", "pair", "bench", "Go", "pair", "load")
 	var vsRB, vsGo []float64
 	for i := 1; i <= rounds; i++ {
 		goSet, err := b.measure(ctx, setnx)
@@ -137,9 +138,9 @@ func (b *bench) run(ctx context.Context, url string, rounds int) error {
 			vsRB = append(vsRB, pairs.rate/rbSet.rate)
 		}
 		vsGo = append(vsGo, pairs.rate/goSet.rate)
-		fmt.Printf("%-5d %12.0f %12.0f %9.0f %8.3f %8.3f   %6.1f %6.1f %8.1f   %6.1f %6.1f %8.1f\n", i,
+		fmt.Printf("%-5d %12.0f %12.0f %9.0f %8.3f %8.3f   %6.1f %6.1f %8.1f   %6.1f %6.1f %8.1f   %s\n", i,
 			rbSet.rate, goSet.rate, pairs.rate, ratio(pairs.rate, rbSet.rate), pairs.rate/goSet.rate,
-			us(rbSet.server), us(goSet.server), us(pairs.server), us(rbSet.client), us(goSet.client), us(pairs.client))
+			us(rbSet.server), us(goSet.server), us(pairs.server), us(rbSet.client), us(goSet.client), us(pairs.client), loadAverage())
 	}
 	if vsRB != nil {
 		fmt.Printf("median ratio of library pairs/s to redis-benchmark SET NX ops/s (primary): %.3f\n", median(vsRB))
@@ -209,6 +210,16 @@ func (b *bench) serverTime() time.Duration {
 		return 0
 	}
 	return b.server()
+}
+
+// loadAverage returns the machine's load average over the last minute, or
+// "?" where /proc/loadavg cannot be read.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // cpuTime returns the CPU time this process has used.

@@ -86,10 +86,7 @@ func testWatchShards(t *testing.T, s *Store) {
 	for i := range n {
 		k := once.Key{Scope: "watch", ID: fmt.Sprintf("k%d", i)}
 		tokens[i] = mustClaim(t, s, claimReq(k, time.Minute, time.Minute)).Token
-		ch, stop, err := s.Watch(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch, stop := mustWatch(t, s, k)
 		t.Cleanup(stop)
 		chans[i] = ch
 	}

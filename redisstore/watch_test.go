@@ -20,6 +20,16 @@ func waitFor(tb testing.TB, ch <-chan struct{}, d time.Duration, what string) {
 	}
 }
 
+// mustWatch watches k, failing the test if Watch fails.
+func mustWatch(tb testing.TB, s *Store, k once.Key) (<-chan struct{}, func()) {
+	tb.Helper()
+	ch, stop, err := s.Watch(ctx, k)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ch, stop
+}
+
 func quiet(tb testing.TB, ch <-chan struct{}, d time.Duration, what string) {
 	tb.Helper()
 	select {
@@ -38,17 +48,11 @@ func TestWatchWakesOnCompletionFromAnotherClient(t *testing.T) {
 	k := freshKey(t)
 	res := mustClaim(t, worker, claimReq(k, time.Minute, time.Hour))
 
-	changed, stop, err := watcher.Watch(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	changed, stop := mustWatch(t, watcher, k)
 	defer stop()
 	otherKey := once.Key{Scope: k.Scope, ID: k.ID + "-other"}
 	mustClaim(t, worker, claimReq(otherKey, time.Minute, time.Hour))
-	other, stopOther, err := watcher.Watch(ctx, otherKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other, stopOther := mustWatch(t, watcher, otherKey)
 	defer stopOther()
 	// Claims and extensions are not announced.
 	if err := worker.Extend(ctx, k, res.Token, time.Minute); err != nil {
@@ -75,10 +79,7 @@ func TestWatchRelease(t *testing.T) {
 	s := newTestStore(t)
 	k := freshKey(t)
 	res := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
-	changed, stop, err := s.Watch(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	changed, stop := mustWatch(t, s, k)
 	if err := s.Release(ctx, k, res.Token); err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +97,8 @@ func TestWatchSharedAndResubscribed(t *testing.T) {
 	k := freshKey(t)
 	for round := range 20 {
 		res := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
-		a, stopA, err := s.Watch(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, stopB, err := s.Watch(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a, stopA := mustWatch(t, s, k)
+		b, stopB := mustWatch(t, s, k)
 		stopA()
 		if err := s.Release(ctx, k, res.Token); err != nil {
 			t.Fatal(err)
@@ -162,10 +157,7 @@ func TestWatchManyWaiters(t *testing.T) {
 func TestWatchCloseEndsWaiters(t *testing.T) {
 	s := newTestStore(t)
 	k := freshKey(t)
-	ch, _, err := s.Watch(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, _ := mustWatch(t, s, k)
 	s.Close()
 	waitFor(t, ch, 5*time.Second, "close")
 }
@@ -196,10 +188,7 @@ func TestWatchNothingToWaitFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, k := range map[string]once.Key{"absent": freshKey(t), "completed": completed, "released": released} {
-		ch, stop, err := s.Watch(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch, stop := mustWatch(t, s, k)
 		select {
 		case _, ok := <-ch:
 			if !ok {
@@ -237,10 +226,7 @@ func TestWatchMarkOutlivesARelease(t *testing.T) {
 	s := newTestStore(t)
 	k := freshKey(t)
 	first := mustClaim(t, s, claimReq(k, time.Minute, time.Hour))
-	ch, stop, err := s.Watch(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, stop := mustWatch(t, s, k)
 	defer stop()
 	if err := s.Release(ctx, k, first.Token); err != nil {
 		t.Fatal(err)

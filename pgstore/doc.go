@@ -9,7 +9,7 @@
 //	s, err := pgstore.Open(ctx, "postgres://app@db/app?sslmode=verify-full", pgstore.Config{})
 //
 // The pool holds up to DefaultMaxConns (64) connections unless the URL sets
-// pool_max_conns. Claims and completions use at most eight of them (see
+// pool_max_conns. Claims and completions use at most four of them (see
 // Group commit); the rest serve DoTx, Watch and the other operations. New
 // wraps a pool the caller already has.
 //
@@ -61,10 +61,11 @@
 // # Group commit
 //
 // Claims and completions are group-committed, as the embedded store's
-// writes are: each kind runs at most four statements at a time, and the
+// writes are: each kind runs at most two statements at a time, and the
 // calls that arrive meanwhile go out together, as one statement and one
-// commit for up to 64 keys, as soon as one of those finishes. A lone call
-// goes at once; there is no timer. A statement's fixed costs (a round trip,
+// commit for up to 64 keys, as soon as one of those finishes. A call that
+// finds nothing queued and a statement free runs at once, in its own
+// goroutine; there is no timer. A statement's fixed costs (a round trip,
 // the executor's start-up, a commit and its WAL flush) are most of what one
 // key costs, so under load a batch pays them once for many keys. Each key
 // of a batch is decided as a statement of its own would decide it, from the
@@ -74,9 +75,9 @@
 // A batch that waits more than a second for a lock (most likely a row that
 // a DoTx holds while its function runs) gives up, and its calls run alone,
 // each as a statement of its own that waits as long as needed. So one long
-// transaction does not hold up the claims of other keys, and a DoTx
-// function that claims other keys through the same store does not wait for
-// itself.
+// transaction does not hold up the claims of other keys for longer, and a
+// DoTx function that claims other keys through the same store does not
+// wait for itself.
 //
 // A call whose context ends while it is queued returns at once and is
 // dropped. One whose statement was already sent returns at once too (the

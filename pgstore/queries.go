@@ -35,7 +35,7 @@ const recordCols = `fingerprint, state, token, attempts, lease, lease_expires_at
 	expires_at, created_at, updated_at, completed_at, result, meta`
 
 // A request parameter of claimSQL or completeSQL, which run for one key
-// (DoTx, and a call that runs alone) or for a batch of keys (batch.go).
+// or for a batch of keys (batch.go).
 type param struct{ name, typ string }
 
 // batchLockTimeout bounds each wait of a batch's statement for a lock (see
@@ -43,14 +43,30 @@ type param struct{ name, typ string }
 // for as long as the DoTx's function runs. Tests shorten it.
 var batchLockTimeout = "1s"
 
+// form is how a statement of claimSQL or completeSQL takes its requests.
+type form int
+
+const (
+	alone     form = iota // one key, its own statement: DoTx, a call that left its batch
+	batchOne              // a batch of one key
+	batchMany             // a batch of keys
+	forms
+)
+
 // requests returns the CTEs that give a statement its requests as rows of
-// req, from parameters $1, $2, … in the order of ps.
+// req, from parameters $1, $2, … in the order of ps, and the condition
+// that replaces {{lock}}.
 //
-// For one key they are scalars in one row, which the planner folds into the
-// statement.
+// Alone, or in a batch of one key, the requests are scalars in one row,
+// which the planner folds into the statement.
 //
-// For a batch they are arrays, one element per key, unnested. The plan
-// must not depend on how many keys there are. arr is MATERIALIZED so that
+// A batch sets lock_timeout for the rest of its transaction (see batch.go)
+// before it can wait for a lock: every row it inserts or updates has
+// passed the lock condition (a batch of one key) or comes from arr (a batch
+// of keys), which is MATERIALIZED and so evaluated once, before any row.
+//
+// A batch of keys takes arrays, one element per key, and unnests them. The
+// plan must not depend on how many keys there are. arr being MATERIALIZED,
 // the planner cannot see how long the arrays are, and the LIMIT (no fewer
 // than the keys: it changes nothing) makes it expect a single row, as a
 // LIMIT whose value it does not know does. Every batch then gets the same
@@ -59,28 +75,25 @@ var batchLockTimeout = "1s"
 // connection's life: a hash join over a sequential scan chosen while the
 // table was empty would stay). And PostgreSQL keeps that generic plan where
 // it would otherwise plan each execution anew (a custom plan for each batch
-// size), which costs more than running the statement. arr also sets
-// lock_timeout for the rest of the statement's transaction: every row the
-// statement locks or inserts comes from req, so arr is evaluated before
-// the statement can wait for a lock.
-func requests(ps []param, many bool) string {
-	var cols, exprs, elems []string
+// size), which costs more than running the statement.
+func requests(ps []param, f form) (ctes, lock string) {
+	var cols, scalars, arrays, elems []string
 	for i, p := range ps {
 		cols = append(cols, p.name)
-		if many {
-			exprs = append(exprs, fmt.Sprintf("$%d::%s[] AS %s", i+1, p.typ, p.name))
-			elems = append(elems, "arr."+p.name)
-		} else {
-			exprs = append(exprs, fmt.Sprintf("$%d::%s AS %s", i+1, p.typ, p.name))
-		}
+		scalars = append(scalars, fmt.Sprintf("$%d::%s AS %s", i+1, p.typ, p.name))
+		arrays = append(arrays, fmt.Sprintf("$%d::%s[] AS %s", i+1, p.typ, p.name))
+		elems = append(elems, "arr."+p.name)
 	}
-	if !many {
-		return "req AS NOT MATERIALIZED (SELECT " + strings.Join(exprs, ", ") + ")"
+	setTimeout := "set_config('lock_timeout', '" + batchLockTimeout + "', true)"
+	switch f {
+	case alone:
+		return "req AS NOT MATERIALIZED (SELECT " + strings.Join(scalars, ", ") + ")", ""
+	case batchOne:
+		return "req AS NOT MATERIALIZED (SELECT " + strings.Join(scalars, ", ") + ")", "\n\tAND " + setTimeout + " IS NOT NULL"
 	}
-	return "arr AS MATERIALIZED (SELECT " + strings.Join(exprs, ", ") +
-		", set_config('lock_timeout', '" + batchLockTimeout + "', true) AS lock_timeout),\n" +
+	return "arr AS MATERIALIZED (SELECT " + strings.Join(arrays, ", ") + ", " + setTimeout + " AS lock_timeout),\n" +
 		"req AS (SELECT q.* FROM arr, unnest(" + strings.Join(elems, ", ") + ") AS q(" + strings.Join(cols, ", ") +
-		") WHERE arr.lock_timeout IS NOT NULL LIMIT (SELECT cardinality(key) FROM arr))"
+		") WHERE arr.lock_timeout IS NOT NULL LIMIT (SELECT cardinality(key) FROM arr))", ""
 }
 
 // claimParams are claimSQL's requests: scope, key, fingerprint, lease and
@@ -88,8 +101,8 @@ func requests(ps []param, many bool) string {
 var claimParams = []param{{"scope", "bytea"}, {"key", "text"}, {"fp", "bytea"},
 	{"lease_us", "bigint"}, {"keep_us", "bigint"}, {"retry", "boolean"}}
 
-// claimSQL claims keys, each as a claim of its own would ({{req}} is
-// requests(claimParams)). It returns a row per key that it answers, with
+// claimSQL claims keys, each as a claim of its own would ({{req}} and
+// {{lock}} come from requests(claimParams)). It returns a row per key that it answers, with
 // the key first.
 //
 // cur judges each record as the statement's snapshot shows it. The
@@ -132,7 +145,7 @@ up AS (
 		now() + d.lease, now() + d.keep, now() + d.keep + d.lease, now(), now()
 	FROM req q, LATERAL (SELECT q.lease_us * interval '1 microsecond' AS lease,
 		greatest(q.lease_us, q.keep_us) * interval '1 microsecond' AS keep) d
-	WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.scope = q.scope AND cur.key = q.key AND cur.outcome <> 0)
+	WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.scope = q.scope AND cur.key = q.key AND cur.outcome <> 0){{lock}}
 	ON CONFLICT (scope, key) DO UPDATE SET
 		token = r.token + 1,
 		attempts = CASE WHEN r.expires_at > excluded.created_at THEN r.attempts + 1 ELSE 1 END,
@@ -181,9 +194,9 @@ const notify = `CASE WHEN r.watched THEN pg_notify($%d::text,
 var completeParams = []param{{"scope", "bytea"}, {"key", "text"}, {"token", "bigint"},
 	{"result", "bytea"}, {"meta", "text"}}
 
-// completeSQL completes keys ({{req}} is requests(completeParams)); $6 is
-// the change channel. It returns the key of each record it completed: a
-// key missing was fenced. The row is rewritten also when it is already
+// completeSQL completes keys ({{req}} and {{lock}} come from
+// requests(completeParams)); $6 is the change channel. It returns the key
+// of each record it completed: a key missing was fenced. The row is rewritten also when it is already
 // completed with an equal result, so that the repeat returns a row and is
 // told apart from a fenced token without a second look.
 var completeSQL = `WITH {{req}}
@@ -197,7 +210,7 @@ FROM req q
 WHERE r.scope = q.scope AND r.key = q.key AND r.token = q.token AND r.expires_at > ` + rowNow + `
 	AND (r.state = 1 OR (r.state = 2
 		AND coalesce(r.result, ''::bytea) = coalesce(q.result, ''::bytea)
-		AND coalesce(r.meta, '{}'::jsonb) = coalesce(q.meta::jsonb, '{}'::jsonb)))
+		AND coalesce(r.meta, '{}'::jsonb) = coalesce(q.meta::jsonb, '{}'::jsonb))){{lock}}
 RETURNING r.key, ` + fmt.Sprintf(notify, 6)
 
 // releaseSQL releases a key. $1 scope, $2 key, $3 token, $4 channel. A
@@ -293,22 +306,26 @@ const watchedSQL = `SELECT EXISTS (
 	WHERE r.scope = $1::bytea AND r.key = $2::text AND r.state = 1 AND r.expires_at > ` + rowNow + `
 		AND r.watched)`
 
-// queries holds the statements with the configured names filled in. The
-// …Many forms take a batch of keys in arrays.
+// queries holds the statements with the configured names filled in; claim
+// and complete in each form.
 type queries struct {
-	claim, claimMany, complete, completeMany                        string
+	claim, complete                                                 [forms]string
 	release, extend, del, get, list, advance, sweep, watch, watched string
 }
 
 func (n names) queries() queries {
 	e := n.expand
-	withReq := func(sql string, ps []param, many bool) string {
-		return e(strings.Replace(sql, "{{req}}", requests(ps, many), 1))
-	}
-	return queries{
-		claim: withReq(claimSQL, claimParams, false), claimMany: withReq(claimSQL, claimParams, true),
-		complete: withReq(completeSQL, completeParams, false), completeMany: withReq(completeSQL, completeParams, true),
+	q := queries{
 		release: e(releaseSQL), extend: e(extendSQL), del: e(deleteSQL), get: e(getSQL), list: e(listSQL),
 		advance: e(advanceSQL), sweep: e(sweepSQL), watch: e(watchSQL), watched: e(watchedSQL),
 	}
+	withReq := func(sql string, ps []param, f form) string {
+		ctes, lock := requests(ps, f)
+		return e(strings.NewReplacer("{{req}}", ctes, "{{lock}}", lock).Replace(sql))
+	}
+	for f := range forms {
+		q.claim[f] = withReq(claimSQL, claimParams, f)
+		q.complete[f] = withReq(completeSQL, completeParams, f)
+	}
+	return q
 }

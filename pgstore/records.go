@@ -211,7 +211,11 @@ func claimArrays(calls []*call) []any {
 // runClaims runs claimSQL for calls (batcher.run). A call that gets no row
 // lost a race and stays to run again.
 func (s *Store) runClaims(ctx context.Context, calls []*call) error {
-	rows, err := s.pool.Query(ctx, s.q.claimMany, claimArrays(calls)...)
+	sql, args := s.q.claim[batchMany], claimArrays(calls)
+	if len(calls) == 1 {
+		sql, args = s.q.claim[batchOne], claimArgs(calls[0].claim)
+	}
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return err
 	}
@@ -238,7 +242,7 @@ func (s *Store) runClaims(ctx context.Context, calls []*call) error {
 // claim lost a race.
 func (s *Store) claimOnce(ctx context.Context, q querier, req once.ClaimRequest) (once.ClaimResult, error) {
 	var cr claimRow
-	err := q.QueryRow(ctx, s.q.claim, claimArgs(req)...).Scan(cr.dest()...)
+	err := q.QueryRow(ctx, s.q.claim[alone], claimArgs(req)...).Scan(cr.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return once.ClaimResult{}, errRaced
 	}
@@ -295,7 +299,7 @@ func (s *Store) Complete(ctx context.Context, key once.Key, token uint64, result
 	if err := s.completes.do(ctx, c); err != nil || !c.alone {
 		return err
 	}
-	return s.change(ctx, "complete", key, once.ErrFenced, s.q.complete, s.completeArgs(c)...)
+	return s.change(ctx, "complete", key, once.ErrFenced, s.q.complete[alone], s.completeArgs(c)...)
 }
 
 // completeArgs returns the arguments of completeSQL for one completion.
@@ -316,7 +320,11 @@ func (s *Store) completeArrays(calls []*call) []any {
 // runCompletes runs completeSQL for calls (batcher.run). A call whose key
 // gets no row was fenced.
 func (s *Store) runCompletes(ctx context.Context, calls []*call) error {
-	rows, err := s.pool.Query(ctx, s.q.completeMany, s.completeArrays(calls)...)
+	sql, args := s.q.complete[batchMany], s.completeArrays(calls)
+	if len(calls) == 1 {
+		sql, args = s.q.complete[batchOne], s.completeArgs(calls[0])
+	}
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return err
 	}

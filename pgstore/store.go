@@ -17,7 +17,7 @@ import (
 
 // DefaultMaxConns is the pool size Open uses unless the URL sets
 // pool_max_conns. Claims and completions, group-committed, use at most
-// eight connections; the others serve DoTx transactions, which hold theirs
+// four connections; the others serve DoTx transactions, which hold theirs
 // while their function runs, and the other operations.
 const DefaultMaxConns = 64
 

@@ -127,7 +127,7 @@ func (s *Store) completeTx(ctx context.Context, tx pgx.Tx, key once.Key, token u
 		return err
 	}
 	args := s.completeArgs(&call{key: key, token: token, data: result.Data, meta: meta})
-	changed, err := s.exec(ctx, tx, s.q.complete, args...)
+	changed, err := s.exec(ctx, tx, s.q.complete[alone], args...)
 	if err != nil {
 		return s.txError("complete", err)
 	}

@@ -39,10 +39,10 @@ const (
 // (group commit). A write that finds a call slot free goes at once, alone,
 // from its caller's goroutine; one that does not waits for a call to end and
 // goes with the writes queued with it. Each write is atomic and reads the
-// clock once, as alone; a call only saves Redis the work that every script
-// call costs (EVALSHA, TIME) and the client a round trip per write. In a
-// cluster the keys of one call must share a slot, so there every write goes
-// alone.
+// clock once, as alone, in one round trip; sharing a call only saves Redis
+// the work that every script call costs (EVALSHA, TIME) and the client that
+// of a command per write. In a cluster the keys of one call must share a
+// slot, so there every write goes alone.
 type batcher struct {
 	s        *Store
 	mu       sync.Mutex
@@ -138,6 +138,11 @@ func (s *Store) send(ctx context.Context, batch []*write) {
 	if len(batch) == 1 {
 		keys[0], args = batch[0].key, batch[0].args
 	} else {
+		n := 0
+		for _, w := range batch {
+			n += len(w.args)
+		}
+		args = make([]string, 0, n)
 		for i, w := range batch {
 			keys[i] = w.key
 			args = append(args, w.args...)

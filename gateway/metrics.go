@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"container/list"
 	"context"
 	"net/http"
 	"sync"
@@ -22,8 +23,10 @@ type metrics struct {
 	upstream prometheus.Histogram
 	store    *prometheus.HistogramVec
 
-	mu       sync.Mutex
-	inflight inflight // executions running upstream, oldest first
+	mu sync.Mutex
+	// inflight holds the start times of the upstream calls under way, in the
+	// order they started: the oldest is the front.
+	inflight list.List
 }
 
 func newMetrics() *metrics {
@@ -72,48 +75,11 @@ func (m *metrics) observe(ev *oncehttp.Event) {
 func (m *metrics) inflightStats() (int, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.inflight.head == nil {
+	oldest := m.inflight.Front()
+	if oldest == nil {
 		return 0, 0
 	}
-	return m.inflight.n, time.Since(m.inflight.head.start)
-}
-
-// inflight is a list of the upstream calls under way, in the order they
-// started, so that the oldest is the head: adding and removing one is a few
-// pointer writes.
-type inflight struct {
-	head, tail *call
-	n          int
-}
-
-type call struct {
-	start      time.Time
-	prev, next *call
-}
-
-func (l *inflight) add(c *call) {
-	c.prev = l.tail
-	if l.tail != nil {
-		l.tail.next = c
-	} else {
-		l.head = c
-	}
-	l.tail = c
-	l.n++
-}
-
-func (l *inflight) remove(c *call) {
-	if c.prev != nil {
-		c.prev.next = c.next
-	} else {
-		l.head = c.next
-	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	} else {
-		l.tail = c.prev
-	}
-	l.n--
+	return m.inflight.Len(), time.Since(oldest.Value.(time.Time))
 }
 
 // instrumentUpstream measures the upstream calls of keyed requests and
@@ -124,16 +90,15 @@ func (m *metrics) instrumentUpstream(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		c := &call{}
 		m.mu.Lock()
-		c.start = time.Now()
-		m.inflight.add(c)
+		start := time.Now()
+		call := m.inflight.PushBack(start)
 		m.mu.Unlock()
 		defer func() {
 			m.mu.Lock()
-			m.inflight.remove(c)
+			m.inflight.Remove(call)
 			m.mu.Unlock()
-			m.upstream.Observe(time.Since(c.start).Seconds())
+			m.upstream.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(w, r)
 	})

@@ -129,34 +129,25 @@ func (c *canonicalizer) nested(parse func() bool) bool {
 }
 
 func (c *canonicalizer) array() bool {
-	c.out = append(c.out, '[')
-	if c.next(']') {
-		c.out = append(c.out, ']')
+	if c.open('[', ']') {
 		return true
 	}
 	for {
 		if !c.value() {
 			return false
 		}
-		switch {
-		case c.next(','):
-			c.out = append(c.out, ',')
-		case c.next(']'):
-			c.out = append(c.out, ']')
-			return true
-		default:
-			return false
+		if more, ok := c.more(']'); !more {
+			return ok
 		}
 	}
 }
 
 func (c *canonicalizer) object() bool {
-	c.out = append(c.out, '{')
-	if c.next('}') {
-		c.out = append(c.out, '}')
+	if c.open('{', '}') {
 		return true
 	}
 	base, keysBase := len(c.members), len(c.keys)
+	defer func() { c.members, c.keys = c.members[:base], c.keys[:keysBase] }()
 	for {
 		m := member{start: len(c.out), keyStart: len(c.keys)}
 		if !c.next('"') || !c.str(true) || !c.next(':') {
@@ -169,23 +160,41 @@ func (c *canonicalizer) object() bool {
 		}
 		m.end = len(c.out)
 		c.members = append(c.members, m)
-		switch {
-		case c.next(','):
-			c.out = append(c.out, ',')
-		case c.next('}'):
-			ok := c.order(c.members[base:])
-			c.out = append(c.out, '}')
-			c.members, c.keys = c.members[:base], c.keys[:keysBase]
-			return ok
-		default:
-			return false
+		if more, ok := c.more('}'); !more {
+			return ok && c.order(c.members[base:])
 		}
 	}
 }
 
-// order puts the members of an object, just written to the end of out, in
-// the order of their names' UTF-16 code units. It reports false for a
-// duplicate name, which jcs refuses.
+// open writes the opening bracket of an array or object, whose bracket was
+// read, and reports whether it is empty: then its closing one is read and
+// written too.
+func (c *canonicalizer) open(open, close byte) (empty bool) {
+	c.out = append(c.out, open)
+	if c.next(close) {
+		c.out = append(c.out, close)
+		return true
+	}
+	return false
+}
+
+// more reads and writes what follows an element: a comma (more) or the
+// closing bracket. ok is false for anything else.
+func (c *canonicalizer) more(close byte) (more, ok bool) {
+	switch {
+	case c.next(','):
+		c.out = append(c.out, ',')
+		return true, true
+	case c.next(close):
+		c.out = append(c.out, close)
+		return false, true
+	}
+	return false, false
+}
+
+// order puts the members of an object, written to out, in the order of
+// their names' UTF-16 code units. It reports false for a duplicate name,
+// which jcs refuses.
 func (c *canonicalizer) order(ms []member) bool {
 	cmp := func(a, b member) int { return compareUTF16(c.keys[a.keyStart:a.keyEnd], c.keys[b.keyStart:b.keyEnd]) }
 	sorted := true
@@ -206,15 +215,19 @@ func (c *canonicalizer) order(ms []member) bool {
 			return false
 		}
 	}
-	// Rewrite the object's text in order from a copy of it.
-	from := slices.MinFunc(ms, func(a, b member) int { return a.start - b.start }).start
-	c.scratch = append(c.scratch[:0], c.out[from:]...)
-	c.out = c.out[:from]
+	// Rewrite the members' text in order, over itself, from a copy of it:
+	// the same members and commas take the same room.
+	from, to := ms[0].start, ms[0].end
+	for _, m := range ms {
+		from, to = min(from, m.start), max(to, m.end)
+	}
+	c.scratch = append(c.scratch[:0], c.out[from:to]...)
+	w := c.out[from:from]
 	for i, m := range ms {
 		if i > 0 {
-			c.out = append(c.out, ',')
+			w = append(w, ',')
 		}
-		c.out = append(c.out, c.scratch[m.start-from:m.end-from]...)
+		w = append(w, c.scratch[m.start-from:m.end-from]...)
 	}
 	return true
 }

@@ -22,6 +22,12 @@
 // so concurrent starts are safe. Schema returns the DDL and Migrate applies
 // it, for operators who manage schemas themselves (once migrate).
 //
+// The schema_version table records the versions applied. Migrate refuses a
+// database whose schema is newer than SchemaVersion, and upgrades an older
+// one in place: version 2 only lowered the records table's fillfactor, so
+// a version-1 database needs no data migration, and a store also works on
+// one left at version 1 (SkipMigrate).
+//
 // # Time
 //
 // Statements use the database's now(): the start of the statement's
@@ -123,8 +129,11 @@
 // batches keep each DELETE's locks and WAL short.
 //
 // The records table churns: every key is inserted, updated two or three times
-// and deleted. The schema sets fillfactor = 80 so that Complete, Release and
-// Extend, which change no indexed column, stay HOT updates on the same page.
+// and deleted. The schema sets fillfactor = 50 so that Complete and Release
+// (and Extend, unless it moves the purge time), which leave the indexed
+// columns as they were, stay HOT updates on the same page: half of each page
+// is left for the new versions of the rows claimed on it, which are
+// completed before the old versions can be pruned.
 // For a busy table, make autovacuum visit it after a small fraction of dead
 // rows rather than the default 20%, and let it work faster:
 //

@@ -17,7 +17,12 @@ import (
 var schemaSQL string
 
 // SchemaVersion is the version of the schema this package writes and reads.
-const SchemaVersion = 1
+// Version 2 differs from version 1 only in the records table's fillfactor:
+// Migrate (and Open) upgrade a version-1 schema in place, and a store works
+// on one too (SkipMigrate), with fewer HOT updates. A build whose
+// SchemaVersion is 1 refuses a version-2 database, as every build refuses a
+// newer schema than its own.
+const SchemaVersion = 2
 
 // DefaultPrefix starts every table name when Config.Prefix is empty.
 const DefaultPrefix = "once_"

@@ -1,4 +1,4 @@
--- once: PostgreSQL schema, version 1.
+-- once: PostgreSQL schema, version 2.
 --
 -- Every statement is idempotent: Migrate (and Open) run this file at every
 -- start, under an advisory lock, and record the version applied in
@@ -8,8 +8,13 @@
 
 -- One row per key: the record, or its tombstone once expires_at has passed.
 -- purge_at = expires_at + lease is when the sweeper may delete the row.
--- fillfactor leaves room on each page so that Complete, Release and Extend,
--- which change no indexed column, are HOT updates. There are no CHECK
+-- fillfactor leaves room on each page so that Complete and Release, which
+-- change no indexed column, are HOT updates: the new version of a row goes
+-- on its page, and no index changes. A page is filled by claims that follow
+-- each other closely, and completed as closely, before the versions the
+-- completions replaced can be pruned: at 50 (half of each page left free)
+-- 97% of completions stay HOT under bench/pg's load, at 80 only 64%, and
+-- every other one adds an entry to both indexes. There are no CHECK
 -- constraints: PostgreSQL re-reads them from the catalog at every INSERT and
 -- UPDATE, which costs more than the rest of a Complete.
 CREATE TABLE IF NOT EXISTS {{records}} (
@@ -33,7 +38,7 @@ CREATE TABLE IF NOT EXISTS {{records}} (
     -- takes a cluster-wide lock).
     watched          boolean      NOT NULL DEFAULT false,
     PRIMARY KEY (scope, key)
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 50);
 
 -- The sweeper deletes in bounded batches from the oldest purge_at.
 CREATE INDEX IF NOT EXISTS {{purge_index}} ON {{records}} (purge_at);
@@ -51,4 +56,14 @@ CREATE TABLE IF NOT EXISTS {{schema_version}} (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
-INSERT INTO {{schema_version}} (version) VALUES (1) ON CONFLICT DO NOTHING;
+-- Version 2 lowered the records' fillfactor from 80 to 50. A table that
+-- version 1 made gets it here, once (for the pages filled from then on); a
+-- fillfactor set since by hand is left alone.
+DO $$
+BEGIN
+    IF (SELECT max(version) FROM {{schema_version}}) = 1 THEN
+        ALTER TABLE {{records}} SET (fillfactor = 50);
+    END IF;
+END $$;
+
+INSERT INTO {{schema_version}} (version) VALUES (2) ON CONFLICT DO NOTHING;

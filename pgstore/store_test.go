@@ -96,6 +96,57 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrateVersion1: a version-1 schema (fillfactor 80) works as it is
+// and is upgraded in place by Migrate, once: a fillfactor set by hand later
+// stays.
+func TestMigrateVersion1(t *testing.T) {
+	db := newTestDB(t, 4)
+	ctx := t.Context()
+	records, versions := db.schema+".once_records", db.schema+".once_schema_version"
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := db.pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fillfactor := func() string {
+		t.Helper()
+		var opts []string
+		if err := db.pool.QueryRow(ctx, "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass", records).Scan(&opts); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(opts, ",")
+	}
+	exec("ALTER TABLE " + records + " SET (fillfactor = 80)")
+	exec("DELETE FROM " + versions)
+	exec("INSERT INTO " + versions + " (version) VALUES (1)")
+
+	s := db.open(t, pgstore.Config{SkipMigrate: true}, 4)
+	k := key(t, "v1")
+	r := mustClaim(t, s, claimReq(k, "", time.Minute, time.Hour), once.Acquired)
+	if err := s.Complete(ctx, k, r.Token, once.Result{Data: []byte("ok")}); err != nil {
+		t.Fatalf("Complete on a version-1 schema: %v", err)
+	}
+	if err := db.cfg().Migrate(ctx, db.pool); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := db.pool.QueryRow(ctx, "SELECT max(version) FROM "+versions).Scan(&v); err != nil || v != pgstore.SchemaVersion {
+		t.Fatalf("version after Migrate: %d (%v), want %d", v, err, pgstore.SchemaVersion)
+	}
+	if got := fillfactor(); got != "fillfactor=50" {
+		t.Fatalf("records after upgrading version 1: %s, want fillfactor=50", got)
+	}
+	exec("ALTER TABLE " + records + " SET (fillfactor = 70)")
+	if err := db.cfg().Migrate(ctx, db.pool); err != nil {
+		t.Fatal(err)
+	}
+	if got := fillfactor(); got != "fillfactor=70" {
+		t.Fatalf("Migrate changed a fillfactor set by hand: %s", got)
+	}
+	mustClaim(t, s, claimReq(k, "", time.Minute, time.Hour), once.Completed)
+}
+
 func TestOpenAndClose(t *testing.T) {
 	db := newTestDB(t, 4)
 	s := db.open(t, pgstore.Config{}, 4)

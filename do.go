@@ -423,7 +423,8 @@ func (e *Executor) lead(f *flight) {
 }
 
 // drive goes on with a flight whose first Claim acquired the key or found it
-// held by another process. It runs on a worker.
+// held by another process, on a worker or on the goroutine of a caller that
+// cannot leave.
 func (e *Executor) drive(f *flight) {
 	if cr := f.async.first; cr.Outcome == Acquired {
 		e.execute(f, cr, f.start)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -44,9 +45,12 @@ type call struct {
 
 	res   once.ClaimResult
 	err   error
-	again bool // set before a statement; the statement clears it for the calls it answers
-	alone bool // answer: run a statement of your own (the batch waited too long for a lock)
+	now   time.Time // Claim: the time the statement judged the record at
+	again bool      // set before a statement; the statement clears it for the calls it answers
+	alone bool      // answer: run a statement of your own (the batch waited too long for a lock)
 	done  chan struct{}
+
+	followers []*call // calls of the same key queued along with this one (batcher.follow)
 }
 
 // batcher runs the calls of one operation in batches.
@@ -58,6 +62,11 @@ type batcher struct {
 	// (res, err) or leaves its again set. An error it returns is the whole
 	// statement's: nothing it answered stands.
 	run func(ctx context.Context, calls []*call) error
+	// follow, if set, answers f, a call of the same key queued along with
+	// c, from c's answer, as if f ran just after c, and reports whether it
+	// could: else f runs in a later batch. Without it, every call of a key
+	// already in the batch waits for a later batch.
+	follow func(c, f *call) bool
 
 	// onExec, if set (by tests), is called with the size of each batch
 	// before its statement runs.
@@ -66,13 +75,13 @@ type batcher struct {
 	mu      sync.Mutex // guards the fields below
 	closed  bool       // no more calls: Close waits for the drains started before
 	queue   []*call
-	running int                 // drain goroutines
-	seen    map[string]struct{} // take's scratch
+	running int              // drain goroutines
+	seen    map[string]*call // take's scratch
 }
 
 func newBatcher(s *Store, op string, run func(context.Context, []*call) error) *batcher {
 	inFlight := max(1, min(maxInFlight, int(s.pool.Config().MaxConns)))
-	return &batcher{s: s, op: op, max: inFlight, run: run, seen: make(map[string]struct{})}
+	return &batcher{s: s, op: op, max: inFlight, run: run, seen: make(map[string]*call)}
 }
 
 // do runs c and waits for its answer. A call that finds a statement slot
@@ -155,9 +164,10 @@ func (b *batcher) drain() {
 
 // take removes the next batch from the queue, in order: up to maxBatch
 // calls with distinct key IDs (a statement changes a row only once, and
-// its answers are matched to calls by ID). Calls whose caller left are
-// dropped. If nothing is left, take gives up the drain's slot and returns
-// nil.
+// its answers are matched to calls by ID). A call of a key already in the
+// batch follows the call before it (see batcher.follow), or waits for the
+// next batch. Calls whose caller left are dropped. If nothing is left, take
+// gives up the drain's slot and returns nil.
 func (b *batcher) take() []*call {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -165,13 +175,15 @@ func (b *batcher) take() []*call {
 	rest := b.queue[:0]
 	clear(b.seen)
 	for _, c := range b.queue {
-		_, dup := b.seen[c.key.ID]
+		lead, dup := b.seen[c.key.ID]
 		switch {
 		case c.ctx.Err() != nil:
+		case dup && b.follow != nil && lead.key == c.key:
+			lead.followers = append(lead.followers, c)
 		case dup || len(batch) == maxBatch:
 			rest = append(rest, c)
 		default:
-			b.seen[c.key.ID] = struct{}{}
+			b.seen[c.key.ID] = c
 			batch = append(batch, c)
 		}
 	}
@@ -183,9 +195,10 @@ func (b *batcher) take() []*call {
 	return batch
 }
 
-// exec runs one statement for calls and answers them, or queues again,
-// first, the calls that lost a race and those of a statement that did
-// nothing (a contention error, a connection that had died).
+// exec runs one statement for calls and answers them and their followers,
+// or queues again, first, the calls that lost a race and those of a
+// statement that did nothing (a contention error, a connection that had
+// died).
 func (b *batcher) exec(calls []*call) {
 	// One order for every batch, so that batches lock rows in the same
 	// order and never deadlock on each other.
@@ -202,17 +215,19 @@ func (b *batcher) exec(calls []*call) {
 	err := b.run(ctx, calls)
 	stopped := ctx.Err() != nil // the store closed or every caller left
 	cancel()
-	if lockTimedOut(err) && !stopped {
+	switch {
+	case lockTimedOut(err) && !stopped:
 		// Some key of the batch is held by a long transaction, most
-		// likely a DoTx: its caller waits for it, alone and outside the
+		// likely a DoTx: its callers wait for it, alone and outside the
 		// batches, as do the others, whose key is unknown.
 		for _, c := range calls {
-			c.alone = true
-			close(c.done)
+			for _, c := range c.group() {
+				c.alone = true
+				close(c.done)
+			}
 		}
 		return
-	}
-	if err != nil && !stopped && (contended(err) || pgconn.SafeToRetry(err)) {
+	case err != nil && !stopped && (contended(err) || pgconn.SafeToRetry(err)):
 		for _, c := range calls {
 			c.again = true
 		}
@@ -220,18 +235,25 @@ func (b *batcher) exec(calls []*call) {
 	}
 	var requeue []*call
 	for _, c := range calls {
+		group := c.group()
 		switch {
 		case err != nil:
-			c.err = b.s.unavailable(b.op, err)
-		case !c.again:
-		case c.tries == maxRetries:
-			c.err = b.s.unavailable(b.op, errors.New("too much contention on one key"))
-		default:
+			answer(group, b.s.unavailable(b.op, err))
+		case c.again && c.tries == maxRetries:
+			answer(group, b.s.unavailable(b.op, errors.New("too much contention on one key")))
+		case c.again:
 			c.tries++
-			requeue = append(requeue, c)
-			continue
+			requeue = append(requeue, group...)
+		default:
+			close(c.done)
+			for _, f := range group[1:] {
+				if b.follow(c, f) {
+					close(f.done)
+				} else {
+					requeue = append(requeue, f)
+				}
+			}
 		}
-		close(c.done)
 	}
 	if requeue != nil {
 		b.mu.Lock()
@@ -240,21 +262,40 @@ func (b *batcher) exec(calls []*call) {
 	}
 }
 
+// group returns c and its followers, and detaches the followers.
+func (c *call) group() []*call {
+	g := append([]*call{c}, c.followers...)
+	c.followers = nil
+	return g
+}
+
+// answer fails calls with err.
+func answer(calls []*call, err error) {
+	for _, c := range calls {
+		c.err = err
+		close(c.done)
+	}
+}
+
 // context returns the context of a batch's statement: canceled when the
-// store closes or when every caller in the batch has left, as a lone
-// caller's statement would be.
+// store closes or when every caller in the batch (followers included) has
+// left, as a lone caller's statement would be.
 func (b *batcher) context(calls []*call) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(b.s.bg)
+	var callers []*call
 	for _, c := range calls {
+		callers = append(append(callers, c), c.followers...)
+	}
+	for _, c := range callers {
 		if c.ctx.Done() == nil {
 			return ctx, cancel // a caller that never leaves
 		}
 	}
 	left := new(atomic.Int32)
-	stops := make([]func() bool, len(calls))
-	for i, c := range calls {
+	stops := make([]func() bool, len(callers))
+	for i, c := range callers {
 		stops[i] = context.AfterFunc(c.ctx, func() {
-			if int(left.Add(1)) == len(calls) {
+			if int(left.Add(1)) == len(callers) {
 				cancel()
 			}
 		})

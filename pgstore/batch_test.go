@@ -382,3 +382,57 @@ func TestBatchClose(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchedClaimsOfOneKey: claims of one key queued together run as one
+// claim in the statement; the others are answered as if they ran just after
+// it, except one that would acquire the key, which runs in the next batch.
+func TestBatchedClaimsOfOneKey(t *testing.T) {
+	db := newTestDB(t, 8)
+	s := db.store(t)
+	ctx := t.Context()
+	fresh, abandoned := key(t, "fresh"), key(t, "abandoned")
+	mustClaim(t, s, claimReq(abandoned, "a", time.Millisecond, time.Hour), once.Acquired)
+	time.Sleep(20 * time.Millisecond) // the lease passes
+
+	var sizes batchSizes
+	open := gated(t, db, s, &sizes, "claim")
+	type tc struct {
+		name  string
+		req   once.ClaimRequest
+		want  once.Outcome
+		token uint64
+	}
+	retry := func(r once.ClaimRequest) once.ClaimRequest { r.Policy = once.AbandonRetry; return r }
+	cases := []tc{
+		{"first", claimReq(fresh, "a", time.Hour, time.Hour), once.Acquired, 1},
+		{"same fingerprint", claimReq(fresh, "a", time.Hour, time.Hour), once.InProgress, 1},
+		{"other fingerprint", claimReq(fresh, "b", time.Hour, time.Hour), once.Mismatch, 1},
+		{"no fingerprint, retry", retry(claimReq(fresh, "", time.Hour, time.Hour)), once.InProgress, 1},
+		{"abandoned", claimReq(abandoned, "a", time.Hour, time.Hour), once.Abandoned, 1},
+		{"abandoned, retry", retry(claimReq(abandoned, "a", time.Hour, time.Hour)), once.Acquired, 2},
+	}
+	results := make([]once.ClaimResult, len(cases))
+	errs := make([]error, len(cases))
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		wg.Go(func() { results[i], errs[i] = s.Claim(ctx, c.req) })
+		waitFor(t, "the claim to queue", func() bool { return pgstore.Queued(s) == i+1 })
+	}
+	open()
+	wg.Wait()
+	for i, c := range cases {
+		res, err := results[i], errs[i]
+		if err != nil || res.Outcome != c.want || res.Record.Token != c.token {
+			t.Errorf("%s: %v token %d, %v; want %v token %d", c.name, res.Outcome, res.Record.Token, err, c.want, c.token)
+		}
+		if c.want == once.InProgress && res.RetryAfter <= 0 {
+			t.Errorf("%s: RetryAfter %v", c.name, res.RetryAfter)
+		}
+	}
+	if got := sizes.get("claim"); len(got) < 2 || got[len(got)-2] != 2 || got[len(got)-1] != 1 {
+		t.Errorf("claim batches %v, want one of the two keys, then the retry alone", got)
+	}
+	if res := mustClaim(t, s, claimReq(abandoned, "a", time.Hour, time.Hour), once.InProgress); res.Record.Token != 2 {
+		t.Errorf("after the takeover: token %d, want 2", res.Record.Token)
+	}
+}

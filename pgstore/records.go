@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/oncehq/once"
+	"github.com/oncehq/once/internal/fsm"
 )
 
 // querier is what the statements run on: the pool, or DoTx's transaction.
@@ -230,12 +231,31 @@ func (s *Store) runClaims(ctx context.Context, calls []*call) error {
 		if c == nil {
 			return fmt.Errorf("pgstore: claim answered key %s, which it was not given", once.Redact(cr.key))
 		}
-		c.again = false
+		c.again, c.now = false, cr.now
 		if c.res, c.err = cr.result(c.key); c.err != nil {
 			c.err = s.unavailable("claim", c.err)
 		}
 	}
 	return rows.Err()
+}
+
+// followClaim answers f, a claim of the key that c claimed in the same
+// batch, as if f ran just after c (batcher.follow): from the record c's
+// claim left, at the time the statement judged it, through fsm.Claim, the
+// transitions claimSQL implements. A claim that would acquire the key must
+// write: it runs in a later batch.
+func followClaim(c, f *call) bool {
+	if c.err != nil {
+		f.err = c.err
+		return true
+	}
+	rec := c.res.Record.Clone()
+	next, res := fsm.Claim(&rec, f.claim, c.now)
+	if next != nil {
+		return false
+	}
+	f.res = res
+	return true
 }
 
 // claimOnce runs claimSQL once on q for one key. It returns errRaced if the

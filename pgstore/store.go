@@ -168,6 +168,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	s := &Store{pool: pool, cfg: cfg, n: n, q: n.queries()}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	s.claims = newBatcher(s, "claim", s.runClaims)
+	s.claims.follow = followClaim
 	s.completes = newBatcher(s, "complete", s.runCompletes)
 	if cfg.SweepInterval > 0 {
 		s.wg.Add(1)

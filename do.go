@@ -513,35 +513,43 @@ func claimError(cr ClaimResult) error {
 // completed, or until Config.Wait has passed since start.
 func (e *Executor) waitOther(f *flight, cr ClaimResult, start time.Time) {
 	f.waited = true
-	deadline := start.Add(e.cfg.Wait)
 	w := e.watch(f)
-	defer w.stop()
+	cr, at, err := e.pollOther(f, w, cr, start.Add(e.cfg.Wait))
+	// The watch ends before any caller hears back, so that nothing of this
+	// flight outlives its answer.
+	w.stop()
+	switch {
+	case err != nil:
+		f.finish(Execution{}, err)
+	case cr.Outcome == Acquired && f.ctx.Err() != nil:
+		// Every caller left while the claim was under way: give the key
+		// back rather than run fn for nobody.
+		_ = e.release(f, cr.Token) // logged by release
+		f.finish(Execution{}, context.Cause(f.ctx))
+	case cr.Outcome == Acquired:
+		e.execute(f, cr, at)
+	default:
+		e.settle(f, cr)
+	}
+}
+
+// pollOther claims again, woken by w or after a jittered backoff, until the
+// claim is not InProgress or deadline passes, and returns the last claim's
+// result and when it was made. It returns an error if the claim fails or
+// every caller leaves.
+func (e *Executor) pollOther(f *flight, w *waker, cr ClaimResult, deadline time.Time) (ClaimResult, time.Time, error) {
 	for delay := w.min; ; delay = min(2*delay, w.max) {
 		d := min(jitter(delay), max(cr.RetryAfter, time.Millisecond), time.Until(deadline))
 		if !w.sleep(d) {
-			f.finish(Execution{}, context.Cause(f.ctx))
-			return
+			return ClaimResult{}, time.Time{}, context.Cause(f.ctx)
 		}
 		at := time.Now()
 		var err error
 		if cr, err = e.claim(f); err != nil {
-			f.finish(Execution{}, err)
-			return
+			return cr, at, err
 		}
-		switch {
-		case cr.Outcome == Acquired && f.ctx.Err() != nil:
-			// Every caller left while the claim was under way: give the key
-			// back rather than run fn for nobody.
-			_ = e.release(f, cr.Token) // logged by release
-			f.finish(Execution{}, context.Cause(f.ctx))
-			return
-		case cr.Outcome == Acquired:
-			w.stop()
-			e.execute(f, cr, at)
-			return
-		case cr.Outcome != InProgress || !time.Now().Before(deadline):
-			e.settle(f, cr)
-			return
+		if cr.Outcome != InProgress || !time.Now().Before(deadline) {
+			return cr, at, nil
 		}
 		f.setRetryAt(time.Now().Add(cr.RetryAfter))
 	}

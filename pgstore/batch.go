@@ -221,9 +221,9 @@ func (b *batcher) exec(calls []*call) {
 		// likely a DoTx: its callers wait for it, alone and outside the
 		// batches, as do the others, whose key is unknown.
 		for _, c := range calls {
-			for _, c := range c.group() {
-				c.alone = true
-				close(c.done)
+			for _, g := range c.group() {
+				g.alone = true
+				close(g.done)
 			}
 		}
 		return

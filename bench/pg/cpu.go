@@ -116,6 +116,8 @@ func (sm *sampler) read() {
 }
 
 // stop ends the sampling and returns the CPU time of the backends seen.
+// It waits (up to a second) until those that ended are reaped, so that the
+// server's total, which counts them then, includes them.
 func (sm *sampler) stop() time.Duration {
 	close(sm.quit)
 	<-sm.done
@@ -123,12 +125,28 @@ func (sm *sampler) stop() time.Duration {
 	for _, t := range sm.last {
 		ticks += t
 	}
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !sm.exiting() {
+			break
+		}
+	}
 	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// exiting reports whether a backend seen has exited but is not reaped yet.
+func (sm *sampler) exiting() bool {
+	for pid := range sm.last {
+		if st, ok := readStat(pid); ok && st.ppid == sm.srv.postmaster && st.state == "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 // stat is what cpu needs of /proc/PID/stat.
 type stat struct {
 	comm     string
+	state    string
 	ppid     int
 	own      int64 // utime + stime
 	children int64 // cutime + cstime: reaped children
@@ -150,5 +168,5 @@ func readStat(pid int) (stat, bool) {
 		return stat{}, false
 	}
 	n := func(i int) int64 { v, _ := strconv.ParseInt(f[i-3], 10, 64); return v }
-	return stat{comm: s[open+1 : end], ppid: int(n(4)), own: n(14) + n(15), children: n(16) + n(17)}, true
+	return stat{comm: s[open+1 : end], state: f[0], ppid: int(n(4)), own: n(14) + n(15), children: n(16) + n(17)}, true
 }

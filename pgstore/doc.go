@@ -45,9 +45,10 @@
 // # Claim
 //
 // Claim is one statement, shared with the claims that run at the same time
-// (see Group commit). A CTE reads the record from the statement's snapshot: if the claim cannot acquire it (completed, in progress, abandoned
-// under AbandonReject, fingerprint mismatch), that row is the answer and
-// nothing is written or locked. Otherwise an INSERT … ON CONFLICT DO UPDATE …
+// (see Group commit). A CTE reads the record from the statement's snapshot:
+// if the claim cannot acquire it (completed, in progress, abandoned under
+// AbandonReject, fingerprint mismatch), that row is the answer and nothing
+// is written or locked. Otherwise an INSERT … ON CONFLICT DO UPDATE …
 // WHERE inserts the record or takes it over. Under READ COMMITTED, ON
 // CONFLICT locks the latest committed version of the row, waiting for any
 // concurrent writer, and evaluates its WHERE on that version: of 200
@@ -58,8 +59,8 @@
 // means that another claim won, so retries are rare and bounded.
 //
 // Complete (shared like Claim), Release, Extend and Delete are each one
-// conditional UPDATE … RETURNING: a row returned means the transition happened, none means
-// once.ErrFenced (once.ErrNotFound for Delete). A repeated Complete with an
+// conditional UPDATE … RETURNING: a row returned means the transition
+// happened, none means once.ErrFenced (once.ErrNotFound for Delete). A repeated Complete with an
 // equal result and a repeated Release match their own WHERE and rewrite the
 // row unchanged, so that they are told apart from a fenced token without a
 // second statement. No operation reads a row and then writes it.
@@ -77,6 +78,10 @@
 // of a batch is decided as a statement of its own would decide it, from the
 // statement's snapshot and its now(). A batch holds each key ID once and
 // locks its rows in key order, so that batches do not deadlock each other.
+// Claims of one key queued together (a hot key's replays) run as one claim:
+// the others are answered from the record it read or wrote, as if they ran
+// just after it (internal/fsm, the transitions the statement implements),
+// or, if they would acquire the key, in the next batch.
 //
 // A batch that waits more than a second for a lock (most likely a row that
 // a DoTx holds while its function runs) gives up, and its calls run alone,

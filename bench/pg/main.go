@@ -12,6 +12,12 @@
 // same INSERT from Go through pgx (the driver's and runtime's share), -dotx
 // runs pgstore.DoTx with that INSERT as its effect. -pool sets the library's
 // pool size (pgstore's default is 64).
+//
+// Every column also prints CPU time per operation: the client's (this
+// process, or pgbench's), and, when the server runs on this machine and
+// /proc shows its processes, the server's: that of the run's own backends
+// (by application_name), a figure other work on the machine moves less than
+// throughput, and in parentheses that of every server process.
 package main
 
 import (

@@ -222,7 +222,7 @@ func (b *batcher) exec(calls []*call) {
 		// batches, as do the others, whose key is unknown.
 		for _, c := range calls {
 			for _, g := range c.group() {
-				g.alone = true
+				g.err, g.alone = nil, true // nothing the statement answered stands
 				close(g.done)
 			}
 		}

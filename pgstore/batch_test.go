@@ -436,3 +436,34 @@ func TestBatchedClaimsOfOneKey(t *testing.T) {
 		t.Errorf("after the takeover: token %d, want 2", res.Record.Token)
 	}
 }
+
+// TestBatchCompleteBehindLock: a completion that waits for a row another
+// transaction holds gives up its batch after the lock timeout and waits
+// alone, so that the completions of other keys go on.
+func TestBatchCompleteBehindLock(t *testing.T) {
+	defer pgstore.SetBatchLockTimeout("200ms")()
+	db := newTestDB(t, 8)
+	s := db.store(t)
+	pgstore.SetInFlight(s, 1, nil)
+	ctx := t.Context()
+	held, other := key(t, "held"), key(t, "other")
+	rh := mustClaim(t, s, claimReq(held, "", time.Hour, time.Hour), once.Acquired)
+	ro := mustClaim(t, s, claimReq(other, "", time.Hour, time.Hour), once.Acquired)
+	release := hold(t, db, held)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Complete(ctx, held, rh.Token, once.Result{Data: []byte("x")}) }()
+	waitLocked(t, db, 1)
+	if err := s.Complete(ctx, other, ro.Token, once.Result{Data: []byte("y")}); err != nil {
+		t.Fatalf("Complete of another key behind a held row: %v", err)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("Complete of the held row returned %v before the row was released", err)
+	default:
+	}
+	release()
+	if err := <-errc; err != nil {
+		t.Fatalf("Complete of the held row: %v", err)
+	}
+	mustClaim(t, s, claimReq(held, "", time.Hour, time.Hour), once.Completed)
+}

@@ -233,7 +233,10 @@ func (b *batcher) exec(calls []*call) {
 		}
 		err = nil
 	}
-	var requeue []*call
+	var (
+		requeue []*call
+		tries   int
+	)
 	for _, c := range calls {
 		group := c.group()
 		switch {
@@ -243,6 +246,7 @@ func (b *batcher) exec(calls []*call) {
 			answer(group, b.s.unavailable(b.op, errors.New("too much contention on one key")))
 		case c.again:
 			c.tries++
+			tries = max(tries, c.tries)
 			requeue = append(requeue, group...)
 		default:
 			close(c.done)
@@ -255,11 +259,17 @@ func (b *batcher) exec(calls []*call) {
 			}
 		}
 	}
-	if requeue != nil {
-		b.mu.Lock()
-		b.queue = append(requeue, b.queue...)
-		b.mu.Unlock()
+	if requeue == nil {
+		return
 	}
+	if tries > 3 {
+		// As Store.retry does: a key fought over, or a database that
+		// keeps failing, is not tried again at once.
+		_ = sleep(b.s.bg, time.Duration(tries-1)*time.Millisecond)
+	}
+	b.mu.Lock()
+	b.queue = append(requeue, b.queue...)
+	b.mu.Unlock()
 }
 
 // group returns c and its followers, and detaches the followers.

@@ -288,15 +288,24 @@ func TestBatchedCompletes(t *testing.T) {
 	}
 }
 
+// oneSlot returns a store that runs one statement of each kind at a time,
+// whose batches give up on a lock after 200ms.
+func oneSlot(t *testing.T) (*testDB, *pgstore.Store) {
+	t.Helper()
+	restore := pgstore.SetBatchLockTimeout("200ms")
+	defer restore() // the statements are made in New
+	db := newTestDB(t, 8)
+	s := db.store(t)
+	pgstore.SetInFlight(s, 1, nil)
+	return db, s
+}
+
 // TestBatchBehindDoTx: a batch that waits for a key DoTx holds gives up
 // after the lock timeout and its calls run alone, so that DoTx's function
 // can itself claim and complete other keys through the same store (with
 // one slot, it would otherwise wait for itself).
 func TestBatchBehindDoTx(t *testing.T) {
-	defer pgstore.SetBatchLockTimeout("200ms")()
-	db := newTestDB(t, 8)
-	s := db.store(t)
-	pgstore.SetInFlight(s, 1, nil)
+	db, s := oneSlot(t)
 	ctx := t.Context()
 	k, inner := key(t, "order"), key(t, "payment")
 	other := make(chan once.ClaimResult, 1)
@@ -441,10 +450,7 @@ func TestBatchedClaimsOfOneKey(t *testing.T) {
 // transaction holds gives up its batch after the lock timeout and waits
 // alone, so that the completions of other keys go on.
 func TestBatchCompleteBehindLock(t *testing.T) {
-	defer pgstore.SetBatchLockTimeout("200ms")()
-	db := newTestDB(t, 8)
-	s := db.store(t)
-	pgstore.SetInFlight(s, 1, nil)
+	db, s := oneSlot(t)
 	ctx := t.Context()
 	held, other := key(t, "held"), key(t, "other")
 	rh := mustClaim(t, s, claimReq(held, "", time.Hour, time.Hour), once.Acquired)

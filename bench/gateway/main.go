@@ -2,12 +2,15 @@
 // in front of the same trivial upstream, side by side in one run, alternating
 // rounds so that both see the same machine. The gateway runs on the embedded
 // durable store (file:) with a fresh key per request, and writes its request
-// log as once serve does (JSON, here to io.Discard). Then it fires 1,000
+// log as once serve does (JSON, here to io.Discard). With several -store
+// entries, each is a gateway of its own in the rotation, and each is also
+// compared with the first (issue 4: Redis and PostgreSQL against the
+// embedded store). Then it fires 1,000
 // identical requests at once through the gateway at a slow upstream, over
 // connections dialled beforehand, and counts upstream calls and distinct
 // answers.
 //
-//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file] [-log json]
+//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file[,mem,redis://...,postgres://...]] [-log json]
 package main
 
 import (
@@ -43,7 +46,7 @@ func main() {
 	clients := flag.Int("clients", 32, "concurrent clients")
 	rounds := flag.Int("rounds", 6, "rounds per contender (alternating)")
 	duration := flag.Duration("duration", 2*time.Second, "length of one round")
-	storeKind := flag.String("store", "file", "gateway store: file (embedded, durable) or mem")
+	storeKind := flag.String("store", "file", "gateway stores, comma-separated, each a contender: file (embedded, durable), mem, or a store URL (redis://..., postgres://...)")
 	identical := flag.Int("identical", 1000, "identical concurrent requests in the coalescing check (0: skip)")
 	latency := flag.Duration("latency", 100*time.Millisecond, "upstream latency in the coalescing check")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -80,40 +83,43 @@ func run(clients, rounds int, duration time.Duration, storeKind string, logger *
 		return err
 	}
 	defer os.RemoveAll(dir)
-	storeURL := "mem:"
-	if storeKind == "file" {
-		storeURL = "file:" + filepath.Join(dir, "once.db")
-	}
-	store, err := stores.Open(context.Background(), storeURL)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 	sent := &sentTransport{RoundTripper: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second}}
-	gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: logger, Transport: sent})
-	if err != nil {
-		return err
-	}
-	onceURL, stopOnce := serveGateway(gw)
-	defer stopOnce()
-
-	fmt.Printf("gateway benchmark: %d clients, %d alternating rounds of %v each, once on %s store, GOMAXPROCS=%d\n\n",
-		clients, rounds, duration, storeKind, runtimeProcs())
-	bare, onceRes := &result{name: "bare ReverseProxy"}, &result{name: "once serve"}
 	type contender struct {
 		r   *result
 		url *url.URL
 	}
-	order := []contender{{bare, bareURL}, {onceRes, onceURL}}
-	for range rounds {
-		for _, c := range order {
+	bare := &result{name: "bare ReverseProxy"}
+	order := []contender{{bare, bareURL}}
+	var onces []*result
+	for _, kind := range strings.Split(storeKind, ",") {
+		store, err := stores.Open(context.Background(), storeURL(kind, dir))
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		gw, err := gateway.New(gateway.Config{Upstream: upURL, Store: store, Logger: logger, Transport: sent})
+		if err != nil {
+			return err
+		}
+		u, stop := serveGateway(gw)
+		defer stop()
+		r := &result{name: "once serve, " + storeName(kind)}
+		onces = append(onces, r)
+		order = append(order, contender{r, u})
+	}
+
+	fmt.Printf("gateway benchmark: %d clients, %d alternating rounds of %v each, once on %s, GOMAXPROCS=%d\n\n",
+		clients, rounds, duration, storeKind, runtimeProcs())
+	for i := range rounds {
+		for j := range order {
+			c := order[(i+j)%len(order)] // a different contender goes first each round
 			c.r.add(load(c.url, clients, duration))
 		}
-		order[0], order[1] = order[1], order[0] // alternate who goes first
 	}
 	if rounds > 0 {
-		report(bare, onceRes)
+		report(bare, onces)
 	}
+	onceURL := order[1].url
 	if identical > 0 {
 		return coalesce(onceURL, up, sent, identical, latency)
 	}
@@ -333,22 +339,49 @@ func median(s []float64) float64 {
 	return s[len(s)/2]
 }
 
-func report(bare, o *result) {
-	bt, ot := bare.throughputs(), o.throughputs()
-	bl, ol := bare.latencies(), o.latencies()
+// report prints every contender's row, each gateway's ratio to the bare
+// proxy, and, with several stores, each one's ratio to the first.
+func report(bare *result, onces []*result) {
 	fmt.Printf("| contender | median req/s | rounds (req/s) | p50 | p99 | CPU/request | errors |\n|---|---|---|---|---|---|---|\n")
-	for _, x := range []struct {
-		r  *result
-		t  []float64
-		lt []time.Duration
-	}{{bare, bt, bl}, {o, ot, ol}} {
-		fmt.Printf("| %s | %.0f | %s | %v | %v | %v | %d |\n", x.r.name, median(x.t), fmtRates(x.t), round3(pct(x.lt, .5)), round3(pct(x.lt, .99)),
-			x.r.cpuPerRequest().Round(time.Microsecond), x.r.errors())
+	for _, r := range append([]*result{bare}, onces...) {
+		t, lt := r.throughputs(), r.latencies()
+		fmt.Printf("| %s | %.0f | %s | %v | %v | %v | %d |\n", r.name, median(t), fmtRates(t), round3(pct(lt, .5)), round3(pct(lt, .99)),
+			r.cpuPerRequest().Round(time.Microsecond), r.errors())
 	}
-	fmt.Printf("\nthroughput ratio once/bare: %.2f (goal ≥ 0.80)\n", median(ot)/median(bt))
-	fmt.Printf("added latency: p50 %v, p99 %v\n", round3(pct(ol, .5)-pct(bl, .5)), round3(pct(ol, .99)-pct(bl, .99)))
-	fmt.Printf("CPU per request (clients + proxy + upstream, one process): once/bare %.2f, once adds %v\n\n",
-		float64(o.cpuPerRequest())/float64(bare.cpuPerRequest()), (o.cpuPerRequest() - bare.cpuPerRequest()).Round(time.Microsecond))
+	bt, bl := bare.throughputs(), bare.latencies()
+	for _, o := range onces {
+		ot, ol := o.throughputs(), o.latencies()
+		fmt.Printf("\n%s:\n", o.name)
+		fmt.Printf("  throughput ratio once/bare: %.2f (goal ≥ 0.80)\n", median(ot)/median(bt))
+		if o != onces[0] {
+			fmt.Printf("  throughput ratio to %s: %.2f\n", onces[0].name, median(ot)/median(onces[0].throughputs()))
+		}
+		fmt.Printf("  added latency: p50 %v, p99 %v\n", round3(pct(ol, .5)-pct(bl, .5)), round3(pct(ol, .99)-pct(bl, .99)))
+		fmt.Printf("  CPU per request (clients + proxy + upstream, one process): once/bare %.2f, once adds %v\n",
+			float64(o.cpuPerRequest())/float64(bare.cpuPerRequest()), (o.cpuPerRequest() - bare.cpuPerRequest()).Round(time.Microsecond))
+	}
+	fmt.Println()
+}
+
+// storeURL is the store URL of a -store entry.
+func storeURL(kind, dir string) string {
+	switch kind {
+	case "file":
+		return "file:" + filepath.Join(dir, "once.db")
+	case "mem":
+		return "mem:"
+	}
+	return kind
+}
+
+// storeName is how a -store entry is shown: URLs without their user info.
+func storeName(kind string) string {
+	u, err := url.Parse(kind)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return kind
+	}
+	u.User = nil
+	return u.Scheme + "://" + u.Host
 }
 
 func fmtRates(s []float64) string {

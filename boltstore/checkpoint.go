@@ -39,7 +39,8 @@ const (
 	overFullFactor = 4
 	// segmentSize is the size a new segment is preallocated to (filled with
 	// zeros and synced), so that appending to it needs no metadata sync.
-	segmentSize = 8 << 20
+	// Every commit takes at least frameAlign bytes.
+	segmentSize = 32 << 20
 )
 
 var keyWALSeq = []byte("walseq")
@@ -232,7 +233,7 @@ func (c *checkpointer) prepare() error {
 
 // preallocate fills g with n zero bytes, synchronously (O_DSYNC).
 func preallocate(g *segment, n int64) error {
-	zeros := make([]byte, 1<<20)
+	zeros := alignedBuffer(1 << 20)
 	for off := int64(0); off < n; off += int64(len(zeros)) {
 		if _, err := g.f.WriteAt(zeros, off); err != nil {
 			return err

@@ -69,7 +69,7 @@ func scanSegment(data []byte, cp, last uint64) (payloads [][]byte, _ uint64, _ e
 		if !ok || (prev != 0 && seq != prev+1) {
 			return payloads, last, nil
 		}
-		off, prev = off+size, seq
+		off, prev = min(off+alignUp(size), len(data)), seq
 		switch {
 		case seq <= cp:
 			// covered by the checkpoint

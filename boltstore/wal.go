@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,8 +19,12 @@ import (
 // named PATH.wal.NNNNNNNNNNNNNNNN (a segment number, in hexadecimal, that
 // only grows). Each group commit appends one frame with one write to a file
 // opened with O_DSYNC (the write returns once the frame is on disk, as
-// write then fdatasync would, in one system call) before any caller of the
-// batch returns:
+// write then fdatasync would, in one system call) and, where the file
+// system allows it, O_DIRECT (no page cache: on this project's machine a
+// sync write then costs half the kernel CPU and a third less time when the
+// CPUs are busy), before any caller of the batch returns. Frames start at
+// multiples of frameAlign, zero-padded to the next one, as direct I/O
+// requires; a write never touches the blocks of an earlier frame:
 //
 //	frame   = length u32 | crc u32 | seq u64 | payload    (big-endian)
 //	payload = entry*
@@ -38,6 +43,7 @@ import (
 const (
 	walSuffix      = ".wal."
 	frameHeaderLen = 16
+	frameAlign     = 4096
 	// maxFrame bounds a frame's payload, so that a corrupt length can never
 	// make recovery allocate more than this.
 	maxFrame = 1<<31 - 1
@@ -56,7 +62,20 @@ type segment struct {
 	num  uint64
 	path string
 	f    *os.File
-	off  int64 // where the next frame goes
+	off  int64 // where the next frame goes, a multiple of frameAlign
+	// buf is the aligned buffer frames are copied into for writing.
+	buf []byte
+}
+
+// alignUp rounds n up to a multiple of frameAlign.
+func alignUp(n int) int { return (n + frameAlign - 1) &^ (frameAlign - 1) }
+
+// alignedBuffer returns n zero bytes whose address is a multiple of
+// frameAlign, as direct I/O requires.
+func alignedBuffer(n int) []byte {
+	b := make([]byte, n+frameAlign)
+	skip := (frameAlign - int(uintptr(unsafe.Pointer(&b[0]))&(frameAlign-1))) & (frameAlign - 1)
+	return b[skip : skip+n : skip+n]
 }
 
 func segmentPath(db string, num uint64) string {
@@ -155,7 +174,12 @@ func openSegment(db string, num uint64, spare string, noSync bool) (*segment, er
 	if !noSync {
 		flags |= unix.O_DSYNC
 	}
-	f, err := os.OpenFile(path, flags, 0o600)
+	f, err := os.OpenFile(path, flags|unix.O_DIRECT, 0o600)
+	if errors.Is(err, unix.EINVAL) {
+		// The file system does not do direct I/O (tmpfs): go through the
+		// page cache, still synchronously.
+		f, err = os.OpenFile(path, flags, 0o600)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -168,14 +192,24 @@ func openSegment(db string, num uint64, spare string, noSync bool) (*segment, er
 	return &segment{num: num, path: path, f: f}, nil
 }
 
-// write puts frame at the segment's end, durably unless the store is
-// NoSync. A failed write leaves the offset where it was, so the next frame
-// overwrites what it may have written.
+// write puts frame at the segment's end, padded to a multiple of
+// frameAlign, durably unless the store is NoSync. A failed write leaves the
+// offset where it was, so the next frame overwrites what it may have
+// written.
 func (g *segment) write(frame []byte) error {
-	if _, err := g.f.WriteAt(frame, g.off); err != nil {
+	n := alignUp(len(frame))
+	if cap(g.buf) < n {
+		g.buf = alignedBuffer(max(n, 64<<10))
+	}
+	buf := g.buf[:n]
+	clear(buf[copy(buf, frame):])
+	if _, err := g.f.WriteAt(buf, g.off); err != nil {
 		return err
 	}
-	g.off += int64(len(frame))
+	g.off += int64(n)
+	if cap(g.buf) > maxArena {
+		g.buf = nil
+	}
 	return nil
 }
 

@@ -111,11 +111,18 @@ func TestRecoverTornFrame(t *testing.T) {
 	completeN(t, s, "k-", 10)
 	before := s.log.off // no write is in flight: the writer is idle
 	MustClaim(t, s, claimReq("torn"), once.Acquired)
-	frameLen := s.log.off - before
 	path := crashCopy(t, s)
 	nums, _ := listSegments(path)
 	seg := segmentPath(path, nums[len(nums)-1])
-	if err := os.Truncate(seg, before+frameLen/2); err != nil {
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, size, ok := nextFrame(data[before:])
+	if !ok {
+		t.Fatal("no frame where the last write went")
+	}
+	if err := os.Truncate(seg, before+int64(size/2)); err != nil {
 		t.Fatal(err)
 	}
 	r := MustOpenPath(t, path, Config{SweepInterval: -1})
@@ -149,7 +156,7 @@ func TestRecoverMissingFrames(t *testing.T) {
 	if !ok {
 		t.Fatal("no frame at the start of the segment")
 	}
-	if err := os.WriteFile(seg, data[size:], 0o600); err != nil {
+	if err := os.WriteFile(seg, data[alignUp(size):], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Open(path, Config{})
@@ -216,6 +223,7 @@ func FuzzScanSegment(f *testing.F) {
 		frame := appendEntry(make([]byte, frameHeaderLen), []byte("rk"), appendRecord(nil, &once.Record{Token: seq, State: once.StateInProgress}))
 		sealFrame(frame, seq)
 		seg = append(seg, frame...)
+		seg = append(seg, make([]byte, alignUp(len(frame))-len(frame))...)
 	}
 	f.Add(seg, uint64(0), uint64(0))
 	f.Add(seg, uint64(2), uint64(2))

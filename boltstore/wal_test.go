@@ -31,6 +31,22 @@ func crashCopy(t *testing.T, s *Store) string {
 	return dst
 }
 
+// lastSegment returns the path and the bytes of the newest log segment of
+// the store file path.
+func lastSegment(t *testing.T, path string) (string, []byte) {
+	t.Helper()
+	nums, err := listSegments(path)
+	if err != nil || len(nums) == 0 {
+		t.Fatalf("segments of %s: %v, %v", path, nums, err)
+	}
+	seg := segmentPath(path, nums[len(nums)-1])
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seg, data
+}
+
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	in, err := os.Open(from)
@@ -112,12 +128,7 @@ func TestRecoverTornFrame(t *testing.T) {
 	before := s.log.off // no write is in flight: the writer is idle
 	MustClaim(t, s, claimReq("torn"), once.Acquired)
 	path := crashCopy(t, s)
-	nums, _ := listSegments(path)
-	seg := segmentPath(path, nums[len(nums)-1])
-	data, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	seg, data := lastSegment(t, path)
 	_, _, size, ok := nextFrame(data[before:])
 	if !ok {
 		t.Fatal("no frame where the last write went")
@@ -145,12 +156,7 @@ func TestRecoverMissingFrames(t *testing.T) {
 	s := MustOpen(t, Config{SweepInterval: -1, CheckpointInterval: time.Hour})
 	completeN(t, s, "k-", 3)
 	path := crashCopy(t, s)
-	nums, _ := listSegments(path)
-	seg := segmentPath(path, nums[len(nums)-1])
-	data, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	seg, data := lastSegment(t, path)
 	// Drop the first frame: the log now starts at frame 2.
 	_, _, size, ok := nextFrame(data)
 	if !ok {
@@ -159,7 +165,7 @@ func TestRecoverMissingFrames(t *testing.T) {
 	if err := os.WriteFile(seg, data[alignUp(size):], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(path, Config{})
+	_, err := Open(path, Config{})
 	if err == nil || !strings.Contains(err.Error(), "frames are missing") || !strings.Contains(err.Error(), seg) {
 		t.Fatalf("Open of a log with a gap = %v", err)
 	}

@@ -30,6 +30,11 @@ import (
 const (
 	maxBatch    = 64
 	maxInFlight = 2
+	// maxBatchBytes bounds the result data of one batch of completions (its
+	// first call goes whatever its size), far below PostgreSQL's 1 GB
+	// limit on one parameter, so that large results cannot fail their
+	// neighbours.
+	maxBatchBytes = 16 << 20
 )
 
 // call is one Claim or Complete waiting in a batcher. The caller fills the
@@ -120,7 +125,7 @@ func (b *batcher) do(ctx context.Context, c *call) error {
 	case <-c.done:
 		return c.err
 	case <-ctx.Done():
-		return b.s.unavailable(b.op, ctx.Err())
+		return b.s.undecided(b.op, ctx.Err())
 	}
 }
 
@@ -174,17 +179,19 @@ func (b *batcher) take() []*call {
 	var batch []*call
 	rest := b.queue[:0]
 	clear(b.seen)
+	size := 0
 	for _, c := range b.queue {
 		lead, dup := b.seen[c.key.ID]
 		switch {
 		case c.ctx.Err() != nil:
 		case dup && b.follow != nil && lead.key == c.key:
 			lead.followers = append(lead.followers, c)
-		case dup || len(batch) == maxBatch:
+		case dup || len(batch) == maxBatch || (len(batch) > 0 && size+len(c.data) > maxBatchBytes):
 			rest = append(rest, c)
 		default:
 			b.seen[c.key.ID] = c
 			batch = append(batch, c)
+			size += len(c.data)
 		}
 	}
 	clear(b.queue[len(rest):])
@@ -216,10 +223,12 @@ func (b *batcher) exec(calls []*call) {
 	stopped := ctx.Err() != nil // the store closed or every caller left
 	cancel()
 	switch {
-	case lockTimedOut(err) && !stopped:
+	case (lockTimedOut(err) || failedAlone(err, calls)) && !stopped:
 		// Some key of the batch is held by a long transaction, most
-		// likely a DoTx: its callers wait for it, alone and outside the
-		// batches, as do the others, whose key is unknown.
+		// likely a DoTx, or made the statement fail (a row no statement
+		// can process): its callers run alone and outside the batches, as
+		// do the others, whose key is unknown, so that one key's trouble
+		// stays its own.
 		for _, c := range calls {
 			for _, g := range c.group() {
 				g.err, g.alone = nil, true // nothing the statement answered stands
@@ -241,7 +250,7 @@ func (b *batcher) exec(calls []*call) {
 		group := c.group()
 		switch {
 		case err != nil:
-			answer(group, b.s.unavailable(b.op, err))
+			answer(group, b.s.undecided(b.op, err))
 		case c.again && c.tries == maxRetries:
 			answer(group, b.s.unavailable(b.op, errors.New("too much contention on one key")))
 		case c.again:
@@ -249,7 +258,8 @@ func (b *batcher) exec(calls []*call) {
 			tries = max(tries, c.tries)
 			requeue = append(requeue, group...)
 		default:
-			close(c.done)
+			// The followers' answers are copies of c's record, made before
+			// c's caller may change it.
 			for _, f := range group[1:] {
 				if b.follow(c, f) {
 					close(f.done)
@@ -257,6 +267,7 @@ func (b *batcher) exec(calls []*call) {
 					requeue = append(requeue, f)
 				}
 			}
+			close(c.done)
 		}
 	}
 	if requeue == nil {
@@ -270,6 +281,14 @@ func (b *batcher) exec(calls []*call) {
 	b.mu.Lock()
 	b.queue = append(requeue, b.queue...)
 	b.mu.Unlock()
+}
+
+// failedAlone reports whether err is the server's refusal of a statement
+// for several keys, other than contention (which runs again): the
+// statement changed nothing, and run alone the other keys may well succeed.
+func failedAlone(err error, calls []*call) bool {
+	var pe *pgconn.PgError
+	return len(calls) > 1 && errors.As(err, &pe) && !contended(err)
 }
 
 // group returns c and its followers, and detaches the followers.

@@ -473,3 +473,87 @@ func TestBatchCompleteBehindLock(t *testing.T) {
 	}
 	mustClaim(t, s, claimReq(held, "", time.Hour, time.Hour), once.Completed)
 }
+
+// TestBatchedFollowersOwnTheirResults: claims of one completed key in one
+// batch each get a result of their own; the first caller changing its copy
+// at once changes nobody else's (race detector, and the replays' bytes).
+func TestBatchedFollowersOwnTheirResults(t *testing.T) {
+	db := newTestDB(t, 8)
+	s := db.store(t)
+	ctx := t.Context()
+	k := key(t, "done")
+	r := mustClaim(t, s, claimReq(k, "a", time.Hour, time.Hour), once.Acquired)
+	if err := s.Complete(ctx, k, r.Token, once.Result{Data: []byte("stored"), Meta: map[string]string{"m": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	var sizes batchSizes
+	open := gated(t, db, s, &sizes, "claim")
+	const n = 4
+	results := make([]once.ClaimResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			results[i], errs[i] = s.Claim(ctx, claimReq(k, "a", time.Hour, time.Hour))
+			if i == 0 && errs[i] == nil {
+				// The lead's caller owns its result: it may change it.
+				results[i].Record.Result.Data[0] = 'X'
+				results[i].Record.Result.Meta["m"] = "changed"
+			}
+		})
+		waitFor(t, "the claim to queue", func() bool { return pgstore.Queued(s) == i+1 })
+	}
+	open()
+	wg.Wait()
+	for i := 1; i < n; i++ {
+		got := results[i].Record.Result
+		if errs[i] != nil || results[i].Outcome != once.Completed || string(got.Data) != "stored" || got.Meta["m"] != "1" {
+			t.Errorf("claim %d: %v %q %v, %v; want the stored result", i, results[i].Outcome, got.Data, got.Meta, errs[i])
+		}
+	}
+}
+
+// TestBatchPoisonedRow: a row no statement can process (an infinite time,
+// as a hand edit could leave) fails the calls of its key alone, not those
+// batched with it.
+func TestBatchPoisonedRow(t *testing.T) {
+	db := newTestDB(t, 8)
+	s := db.store(t)
+	ctx := t.Context()
+	records := pgx.Identifier{db.schema, "once_records"}.Sanitize()
+	for _, tc := range []struct{ name, set string }{
+		// The claim's own arithmetic fails in the server.
+		{"server error", "state = 3, purge_at = 'infinity'"},
+		// The statement succeeds; the row's time does not fit a time.Time.
+		{"scan error", "lease_expires_at = 'infinity'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad, good := key(t, "bad"), key(t, "good")
+			mustClaim(t, s, claimReq(bad, "", time.Hour, time.Hour), once.Acquired)
+			if _, err := db.pool.Exec(ctx, "UPDATE "+records+" SET "+tc.set+" WHERE scope = $1 AND key = $2", []byte(bad.Scope), bad.ID); err != nil {
+				t.Fatal(err)
+			}
+			var sizes batchSizes
+			open := gated(t, db, s, &sizes, "claim")
+			var badErr, goodErr error
+			var goodRes once.ClaimResult
+			var wg sync.WaitGroup
+			wg.Go(func() { _, badErr = s.Claim(ctx, claimReq(bad, "", time.Hour, time.Hour)) })
+			waitFor(t, "the claim to queue", func() bool { return pgstore.Queued(s) == 1 })
+			wg.Go(func() { goodRes, goodErr = s.Claim(ctx, claimReq(good, "", time.Hour, time.Hour)) })
+			waitFor(t, "the claim to queue", func() bool { return pgstore.Queued(s) == 2 })
+			open()
+			wg.Wait()
+			if goodErr != nil || goodRes.Outcome != once.Acquired || goodRes.Token != 1 {
+				t.Errorf("claim batched with the poisoned key: %v token %d, %v; want Acquired token 1", goodRes.Outcome, goodRes.Token, goodErr)
+			}
+			if !errors.Is(badErr, once.ErrUnavailable) {
+				t.Errorf("claim of the poisoned key: %v, want ErrUnavailable", badErr)
+			}
+			if got := sizes.get("claim"); len(got) < 2 || got[len(got)-1] != 2 {
+				t.Errorf("claim batches %v, want the gate, then the two keys together", got)
+			}
+			pgstore.SetInFlight(s, 2, nil)
+		})
+	}
+}

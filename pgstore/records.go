@@ -30,11 +30,15 @@ type row struct {
 	token          int64
 	attempts       int32
 	lease          pgtype.Interval
-	leaseExpiresAt time.Time
-	expiresAt      time.Time
-	createdAt      time.Time
-	updatedAt      time.Time
-	completedAt    *time.Time
+	// Times are scanned as pgtype.Timestamptz, which holds ±infinity: a
+	// row whose time no time.Time can hold (a hand-edited row) fails in
+	// record, for its key alone, rather than failing the scan of a batch's
+	// rows, which would leave the keys after it unanswered.
+	leaseExpiresAt pgtype.Timestamptz
+	expiresAt      pgtype.Timestamptz
+	createdAt      pgtype.Timestamptz
+	updatedAt      pgtype.Timestamptz
+	completedAt    pgtype.Timestamptz
 	result         []byte
 	meta           []byte
 }
@@ -46,22 +50,30 @@ func (r *row) dest() []any {
 		&r.result, &r.meta}
 }
 
-// record converts r into the record of key.
+// record converts r into the record of key. It fails for a time that is
+// not finite (NULL stands for the zero time).
 func (r *row) record(key once.Key) (once.Record, error) {
 	rec := once.Record{
-		Key:            key,
-		Fingerprint:    r.fingerprint,
-		State:          once.State(r.state),
-		Token:          uint64(r.token),
-		Attempts:       uint32(r.attempts),
-		Lease:          duration(r.lease),
-		LeaseExpiresAt: r.leaseExpiresAt,
-		ExpiresAt:      r.expiresAt,
-		CreatedAt:      r.createdAt,
-		UpdatedAt:      r.updatedAt,
+		Key:         key,
+		Fingerprint: r.fingerprint,
+		State:       once.State(r.state),
+		Token:       uint64(r.token),
+		Attempts:    uint32(r.attempts),
+		Lease:       duration(r.lease),
 	}
-	if r.completedAt != nil {
-		rec.CompletedAt = *r.completedAt
+	for _, t := range []struct {
+		to   *time.Time
+		from pgtype.Timestamptz
+	}{
+		{&rec.LeaseExpiresAt, r.leaseExpiresAt}, {&rec.ExpiresAt, r.expiresAt}, {&rec.CreatedAt, r.createdAt},
+		{&rec.UpdatedAt, r.updatedAt}, {&rec.CompletedAt, r.completedAt},
+	} {
+		if t.from.InfinityModifier != pgtype.Finite {
+			return once.Record{}, fmt.Errorf("pgstore: record of key %s holds an infinite time", once.Redact(key.ID))
+		}
+		if t.from.Valid {
+			*t.to = t.from.Time
+		}
 	}
 	if rec.State == once.StateCompleted {
 		rec.Result.Data = r.result

@@ -57,8 +57,9 @@ CREATE TABLE IF NOT EXISTS {{schema_version}} (
 );
 
 -- Version 2 lowered the records' fillfactor from 80 to 50. A table that
--- version 1 made gets it here, once (for the pages filled from then on); a
--- fillfactor set since by hand is left alone.
+-- version 1 made gets it here, once, at the upgrade (for the pages filled
+-- from then on; a fillfactor set by hand before the upgrade is replaced,
+-- one set after it is left alone).
 DO $$
 BEGIN
     IF (SELECT max(version) FROM {{schema_version}}) = 1 THEN

@@ -230,6 +230,16 @@ func (s *Store) unavailable(op string, err error) error {
 	return fmt.Errorf("pgstore: %s: %w: %w", op, once.ErrUnavailable, err)
 }
 
+// undecided is unavailable for a write that may have been sent: one that
+// Close cut short wraps ErrUnavailable as well as ErrClosed, for it may
+// have taken effect.
+func (s *Store) undecided(op string, err error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("pgstore: %s: %w, and the outcome is unknown: %w", op, once.ErrClosed, once.ErrUnavailable)
+	}
+	return s.unavailable(op, err)
+}
+
 // contended reports whether err says that a concurrent transaction changed
 // the row: a unique violation, a serialization failure or a deadlock. The
 // statement changed nothing and may run again.

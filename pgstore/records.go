@@ -25,11 +25,11 @@ type querier interface {
 
 // row holds the columns of recordCols as scanned.
 type row struct {
-	fingerprint    []byte
-	state          int16
-	token          int64
-	attempts       int32
-	lease          pgtype.Interval
+	fingerprint []byte
+	state       int16
+	token       int64
+	attempts    int32
+	lease       pgtype.Interval
 	// Times are scanned as pgtype.Timestamptz, which holds ±infinity: a
 	// row whose time no time.Time can hold (a hand-edited row) fails in
 	// record, for its key alone, rather than failing the scan of a batch's

@@ -41,6 +41,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -129,8 +130,13 @@ type Store struct {
 	ov overlay
 	// log is the segment the writer appends to, seq the last frame it
 	// wrote; both belong to the writer (and to Close after it stopped).
-	log *segment
-	seq uint64
+	// salt seeds the CRCs of this run's frames.
+	log  *segment
+	seq  uint64
+	salt []byte
+	// carry is an operation the writer took from the queue but left for
+	// the next batch (the batch was full). Writer only.
+	carry *op
 	// cp is the checkpointer's state; ctl carries its messages to the
 	// writer, kick the writer's requests for a checkpoint, cpNow requests
 	// for one that the caller waits for.
@@ -139,6 +145,12 @@ type Store struct {
 	ctl       chan ctlMsg
 	kick      chan struct{}
 	cpNow     chan chan error
+	// cpTried wakes a writer that waits for a checkpoint (its overlay is
+	// full) after every attempt, successful or not.
+	cpTried chan struct{}
+	// closing is closed when Close begins, to free callers blocked on a
+	// full queue.
+	closing chan struct{}
 	// cpErr is the error of the last checkpoint, nil if it succeeded;
 	// broken is set when the log can no longer be trusted (a failed
 	// synchronous write): every later write fails with it.
@@ -151,8 +163,12 @@ type Store struct {
 	commits, committed atomic.Uint64
 	commitTime         atomic.Int64
 	// testHook, set by a test before its first operation, runs before each
-	// operation of a batch; an error it returns fails the batch.
-	testHook func(*op) error
+	// operation of a batch; an error it returns fails the batch. cpTestHook,
+	// read by the checkpointer, runs before a checkpoint asks the writer
+	// for its snapshot ("snapshot") and before its transaction ("commit");
+	// an error it returns fails the checkpoint there.
+	testHook   func(*op) error
+	cpTestHook func(stage string) error
 }
 
 var (
@@ -239,6 +255,8 @@ func newStore(db *bbolt.DB, path string, cfg Config) (*Store, error) {
 		ctl:       make(chan ctlMsg),
 		kick:      make(chan struct{}, 1),
 		cpNow:     make(chan chan error),
+		cpTried:   make(chan struct{}, 1),
+		closing:   make(chan struct{}),
 	}
 	if s.now == nil {
 		s.now = once.SystemClock()
@@ -251,6 +269,15 @@ func newStore(db *bbolt.DB, path string, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.seq = last
+	// The frames of this run verify only under a fresh salt, so that no
+	// frame left from an earlier run can pass for one of them.
+	s.salt = make([]byte, saltLen)
+	if _, err := rand.Read(s.salt); err != nil {
+		return nil, err
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyWALSalt, s.salt) }); err != nil {
+		return nil, err
+	}
 	// Every segment found is covered now: reuse the last one's file for the
 	// first segment of this run and remove the others.
 	var spare string
@@ -436,12 +463,13 @@ func (s *Store) Ping(context.Context) error {
 // queued before Close complete; later calls return ErrClosed. Closing twice
 // returns nil.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed.Load() {
-		s.mu.Unlock()
+	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	s.closed.Store(true)
+	close(s.closing) // callers waiting for room in the queue give up
+	// Wait for every caller that is handing an operation to the writer:
+	// after this, nothing more can be queued.
+	s.mu.Lock()
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
@@ -459,12 +487,11 @@ func (s *Store) closeLog() error {
 	snap := s.takeSnapshot(nil)
 	err := s.writeCheckpoint(&snap)
 	s.log.f.Close()
+	s.cp.close(err == nil)
 	if err != nil {
 		return fmt.Errorf("boltstore: close %s: checkpoint (the log is kept for the next Open): %w", s.path, err)
 	}
 	os.Remove(s.log.path)
-	s.cp.retire()
-	s.cp.close()
 	if !s.noSync {
 		syncDir(filepath.Dir(s.path))
 	}

@@ -3,6 +3,7 @@ package boltstore
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,7 +44,12 @@ const (
 	segmentSize = 32 << 20
 )
 
-var keyWALSeq = []byte("walseq")
+// Keys in bucketMeta: the last frame a checkpoint covers, and the salt of
+// the frames written since the last Open.
+var (
+	keyWALSeq  = []byte("walseq")
+	keyWALSalt = []byte("walsalt")
+)
 
 // ctlMsg is a message from the checkpointer to the writer: either a
 // snapshot request (next is the segment to switch to) or the news that the
@@ -155,20 +161,32 @@ func (c *checkpointer) loop(every time.Duration) {
 		} else {
 			s.cpErr.Store(nil)
 		}
+		select { // a writer waiting for this attempt looks again
+		case s.cpTried <- struct{}{}:
+		default:
+		}
 		if reply != nil {
 			reply <- err
 		}
 	}
 }
 
-// checkpointNow runs a checkpoint and waits for it to commit.
-func (s *Store) checkpointNow() error {
+// checkpointNow runs a checkpoint and waits for it to commit, or for ctx to
+// end (the checkpoint goes on then).
+func (s *Store) checkpointNow(ctx context.Context) error {
 	reply := make(chan error, 1)
 	select {
 	case s.cpNow <- reply:
-		return <-reply
 	case <-s.stop:
 		return once.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -180,8 +198,16 @@ func (c *checkpointer) checkpoint() error {
 	if n, _ := s.ov.size(); n == 0 && len(c.retiring) == 0 {
 		return nil
 	}
-	if c.next == nil {
+	// Offer the writer a new segment only if the last switch was covered:
+	// while checkpoints fail, the writer stays on one segment rather than
+	// leave a new one behind at every attempt.
+	if c.next == nil && len(c.retiring) == 0 {
 		if err := c.prepare(); err != nil {
+			return err
+		}
+	}
+	if s.cpTestHook != nil {
+		if err := s.cpTestHook("snapshot"); err != nil {
 			return err
 		}
 	}
@@ -210,22 +236,27 @@ func (c *checkpointer) checkpoint() error {
 }
 
 // prepare makes the next segment ready: a retired segment's file renamed,
-// or a new file filled with zeros and synced.
+// or a new file filled with zeros and synced. Whatever fails, the number is
+// not used again and a spare file stays a spare, wherever it is now.
 func (c *checkpointer) prepare() error {
 	s := c.s
-	g, err := openSegment(s.path, c.nextNum, c.spare, s.noSync)
-	if err != nil {
-		return fmt.Errorf("log segment: %w", err)
-	}
-	reused := c.spare != ""
+	num, spare := c.nextNum, c.spare
 	c.nextNum++
 	c.spare = ""
-	if !reused && !s.noSync {
-		if err := preallocate(g, segmentSize); err != nil {
+	g, err := openSegment(s.path, num, spare, s.noSync)
+	if err == nil && spare == "" && !s.noSync {
+		if err = preallocate(g, segmentSize); err != nil {
 			g.f.Close()
-			os.Remove(g.path)
-			return err
 		}
+	}
+	if err != nil {
+		for _, p := range []string{segmentPath(s.path, num), spare} {
+			if _, serr := os.Lstat(p); p != "" && serr == nil {
+				c.spare = p
+				break
+			}
+		}
+		return fmt.Errorf("log segment: %w", err)
 	}
 	c.next = g
 	return nil
@@ -256,22 +287,34 @@ func (c *checkpointer) retire() {
 	c.retiring = nil
 }
 
-// close releases the checkpointer's files, after the last checkpoint.
-func (c *checkpointer) close() {
+// close releases the checkpointer's files. A prepared segment that was
+// never used holds no frame of this run and goes. If the last checkpoint
+// covered the log (covered), the retired segments and the spare go too;
+// else they stay for the next Open, closed.
+func (c *checkpointer) close(covered bool) {
 	if c.next != nil {
 		c.next.f.Close()
 		os.Remove(c.next.path)
 	}
+	if covered {
+		c.retire()
+		if c.spare != "" {
+			os.Remove(c.spare)
+		}
+		return
+	}
 	for _, g := range c.retiring {
 		g.f.Close()
-	}
-	if c.spare != "" {
-		os.Remove(c.spare)
 	}
 }
 
 // writeCheckpoint writes snap into bbolt in one transaction.
 func (s *Store) writeCheckpoint(snap *cpSnapshot) error {
+	if s.cpTestHook != nil {
+		if err := s.cpTestHook("commit"); err != nil {
+			return err
+		}
+	}
 	slices.SortFunc(snap.entries, func(a, b cpEntry) int { return cmp.Compare(a.key, b.key) })
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		a := newApplier(tx)

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 
@@ -20,7 +21,12 @@ import (
 // log is damaged, and Open fails rather than lose it silently.
 func recoverLog(db *bbolt.DB, path string) (last uint64, nums []uint64, err error) {
 	var cp uint64
-	if err := db.View(func(tx *bbolt.Tx) error { cp = walSeq(tx); return nil }); err != nil {
+	var salt []byte
+	err = db.View(func(tx *bbolt.Tx) error {
+		cp, salt = walSeq(tx), bytes.Clone(tx.Bucket(bucketMeta).Get(keyWALSalt))
+		return nil
+	})
+	if err != nil {
 		return 0, nil, err
 	}
 	last = cp
@@ -33,7 +39,7 @@ func recoverLog(db *bbolt.DB, path string) (last uint64, nums []uint64, err erro
 		if err != nil {
 			return 0, nil, err
 		}
-		payloads, next, err := scanSegment(data, cp, last)
+		payloads, next, err := scanSegment(data, cp, last, salt)
 		if err != nil {
 			return 0, nil, fmt.Errorf("log %s: %w", seg, err)
 		}
@@ -62,10 +68,11 @@ func recoverLog(db *bbolt.DB, path string) (last uint64, nums []uint64, err erro
 
 // scanSegment returns the payloads of the frames of the segment data that
 // the checkpoint cp does not cover, given that the log's frames so far end
-// at last, and the number of the last frame then.
-func scanSegment(data []byte, cp, last uint64) (payloads [][]byte, _ uint64, _ error) {
+// at last, and the number of the last frame then. salt is the one the
+// frames were written with.
+func scanSegment(data []byte, cp, last uint64, salt []byte) (payloads [][]byte, _ uint64, _ error) {
 	for off, prev := 0, uint64(0); ; {
-		seq, payload, size, ok := nextFrame(data[off:])
+		seq, payload, size, ok := nextFrame(data[off:], salt)
 		if !ok || (prev != 0 && seq != prev+1) {
 			return payloads, last, nil
 		}

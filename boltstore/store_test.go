@@ -76,7 +76,7 @@ func claimReq(id string) once.ClaimRequest {
 // file directly.
 func mustCheckpoint(tb testing.TB, s *Store) {
 	tb.Helper()
-	if err := s.checkpointNow(); err != nil {
+	if err := s.checkpointNow(context.Background()); err != nil {
 		tb.Fatalf("checkpoint: %v", err)
 	}
 }

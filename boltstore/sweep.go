@@ -29,7 +29,7 @@ func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
-	if err := s.checkpointNow(); err != nil {
+	if err := s.checkpointNow(ctx); err != nil {
 		return 0, s.storageErr(err)
 	}
 	return s.sweepOnce(limit)

@@ -30,7 +30,8 @@ import (
 //	payload = entry*
 //	entry   = uvarint len(key) | key | uvarint len(value) | value
 //
-// where crc is the CRC-32C of seq and payload, seq numbers frames from 1 up
+// where crc is the CRC-32C of the store's salt, seq and payload (see
+// saltLen), seq numbers frames from 1 up
 // across segments without gaps, and key is a tag byte (tagRecord,
 // tagVersion) followed by the bbolt key. A frame holds the new value of
 // every key its batch changed: replaying frames in order is idempotent.
@@ -59,10 +60,12 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // segment is one log file.
 type segment struct {
-	num  uint64
-	path string
-	f    *os.File
-	off  int64 // where the next frame goes, a multiple of frameAlign
+	num    uint64
+	path   string
+	f      *os.File
+	sync   bool // writes are synchronous (the store is not NoSync)
+	direct bool // f was opened with O_DIRECT
+	off    int64 // where the next frame goes, a multiple of frameAlign
 	// buf is the aligned buffer frames are copied into for writing.
 	buf []byte
 }
@@ -83,16 +86,18 @@ func segmentPath(db string, num uint64) string {
 }
 
 // listSegments returns the numbers of the log segments of the bbolt file db,
-// in order.
+// in order. It reads db's directory rather than globbing, so that any path
+// works (./once.db, a directory named tenant[1]).
 func listSegments(db string) ([]uint64, error) {
-	matches, err := filepath.Glob(db + walSuffix + "*")
+	ents, err := os.ReadDir(filepath.Dir(db))
 	if err != nil {
 		return nil, err
 	}
+	prefix := filepath.Base(db) + walSuffix
 	var nums []uint64
-	for _, m := range matches {
-		hex := strings.TrimPrefix(m, db+walSuffix)
-		if len(hex) != 16 {
+	for _, e := range ents {
+		hex, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || len(hex) != 16 {
 			continue
 		}
 		if n, err := strconv.ParseUint(hex, 16, 64); err == nil {
@@ -103,21 +108,30 @@ func listSegments(db string) ([]uint64, error) {
 	return nums, nil
 }
 
+// saltLen is the length of the salt that every frame's CRC starts from: a
+// random value that the store draws at each Open (kept in the bbolt file's
+// meta/walsalt before the first frame that uses it). Frames left in a reused
+// segment by an earlier run do not verify under the new salt, and bytes of a
+// result cannot be made to look like a frame without knowing it.
+const saltLen = 8
+
+// frameCRC is the CRC-32C of salt, seq (frame[8:16]) and the payload.
+func frameCRC(salt, seqAndPayload []byte) uint32 {
+	return crc32.Update(crc32.Update(0, crcTable, salt), crcTable, seqAndPayload)
+}
+
 // sealFrame fills in the header of frame, whose payload follows the
 // frameHeaderLen bytes reserved at its start, as frame seq.
-func sealFrame(frame []byte, seq uint64) {
-	payload := frame[frameHeaderLen:]
+func sealFrame(frame []byte, seq uint64, salt []byte) {
 	binary.BigEndian.PutUint64(frame[8:16], seq)
-	crc := crc32.Update(0, crcTable, frame[8:16])
-	crc = crc32.Update(crc, crcTable, payload)
-	binary.BigEndian.PutUint32(frame[0:4], uint32(len(payload)))
-	binary.BigEndian.PutUint32(frame[4:8], crc)
+	binary.BigEndian.PutUint32(frame[0:4], uint32(len(frame)-frameHeaderLen))
+	binary.BigEndian.PutUint32(frame[4:8], frameCRC(salt, frame[8:]))
 }
 
 // nextFrame reads the frame at the start of b. It returns ok false when b
 // holds no whole frame with a matching CRC there: the end of the log, a
 // torn write, or old bytes of a reused segment.
-func nextFrame(b []byte) (seq uint64, payload []byte, size int, ok bool) {
+func nextFrame(b, salt []byte) (seq uint64, payload []byte, size int, ok bool) {
 	if len(b) < frameHeaderLen {
 		return 0, nil, 0, false
 	}
@@ -125,13 +139,11 @@ func nextFrame(b []byte) (seq uint64, payload []byte, size int, ok bool) {
 	if n == 0 || uint64(n) > uint64(len(b)-frameHeaderLen) {
 		return 0, nil, 0, false
 	}
-	seq = binary.BigEndian.Uint64(b[8:16])
-	payload = b[frameHeaderLen : frameHeaderLen+int(n)]
-	crc := crc32.Update(0, crcTable, b[8:16])
-	if crc32.Update(crc, crcTable, payload) != binary.BigEndian.Uint32(b[4:8]) {
+	size = frameHeaderLen + int(n)
+	if frameCRC(salt, b[8:size]) != binary.BigEndian.Uint32(b[4:8]) {
 		return 0, nil, 0, false
 	}
-	return seq, payload, frameHeaderLen + int(n), true
+	return binary.BigEndian.Uint64(b[8:16]), b[frameHeaderLen:size], size, true
 }
 
 // appendEntry appends one entry of a frame's payload.
@@ -162,34 +174,54 @@ func entries(payload []byte, fn func(key, value []byte) error) error {
 
 // openSegment creates segment num, reusing the file of the retired segment
 // spare when there is one, and makes its name durable. Unless noSync, its
-// writes are synchronous (O_DSYNC).
+// writes are synchronous (O_DSYNC), and direct (O_DIRECT) where the file
+// system allows it. A segment of that number must not exist yet. If it
+// fails after renaming spare, the file stays at the segment's path.
 func openSegment(db string, num uint64, spare string, noSync bool) (*segment, error) {
 	path := segmentPath(db, num)
-	if spare != "" {
+	flags := os.O_RDWR
+	if spare == "" {
+		flags |= os.O_CREATE | os.O_EXCL
+	} else {
+		// A rename would replace a file of that name: refuse instead.
+		if _, err := os.Lstat(path); err == nil {
+			return nil, fmt.Errorf("%s exists already", path)
+		}
 		if err := os.Rename(spare, path); err != nil {
 			return nil, err
 		}
 	}
-	flags := os.O_RDWR | os.O_CREATE
-	if !noSync {
-		flags |= unix.O_DSYNC
-	}
-	f, err := os.OpenFile(path, flags|unix.O_DIRECT, 0o600)
-	if errors.Is(err, unix.EINVAL) {
-		// The file system does not do direct I/O (tmpfs): go through the
-		// page cache, still synchronously.
-		f, err = os.OpenFile(path, flags, 0o600)
-	}
-	if err != nil {
+	g := &segment{num: num, path: path, sync: !noSync}
+	if err := g.open(flags); err != nil {
 		return nil, err
 	}
-	if !noSync {
+	if g.sync {
 		if err := syncDir(filepath.Dir(path)); err != nil {
-			f.Close()
+			g.f.Close()
 			return nil, err
 		}
 	}
-	return &segment{num: num, path: path, f: f}, nil
+	return g, nil
+}
+
+// open opens g's file, with O_DIRECT first where g syncs.
+func (g *segment) open(flags int) error {
+	if g.sync {
+		flags |= unix.O_DSYNC
+		f, err := os.OpenFile(g.path, flags|unix.O_DIRECT, 0o600)
+		if err == nil {
+			g.f, g.direct = f, true
+			return nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		// The file system does not do direct I/O (tmpfs): go through the
+		// page cache, still synchronously.
+	}
+	f, err := os.OpenFile(g.path, flags, 0o600)
+	g.f, g.direct = f, false
+	return err
 }
 
 // write puts frame at the segment's end, padded to a multiple of
@@ -203,7 +235,20 @@ func (g *segment) write(frame []byte) error {
 	}
 	buf := g.buf[:n]
 	clear(buf[copy(buf, frame):])
-	if _, err := g.f.WriteAt(buf, g.off); err != nil {
+	_, err := g.f.WriteAt(buf, g.off)
+	if err != nil && g.direct && errors.Is(err, unix.EINVAL) {
+		// A file system that accepts O_DIRECT at open but not for this
+		// write (EINVAL comes before any byte is written): go on through
+		// the page cache.
+		old := g.f
+		if err = g.open(os.O_RDWR); err == nil {
+			old.Close()
+			_, err = g.f.WriteAt(buf, g.off)
+		} else {
+			g.f = old
+		}
+	}
+	if err != nil {
 		return err
 	}
 	g.off += int64(n)

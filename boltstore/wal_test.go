@@ -2,11 +2,13 @@ package boltstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,7 +131,7 @@ func TestRecoverTornFrame(t *testing.T) {
 	MustClaim(t, s, claimReq("torn"), once.Acquired)
 	path := crashCopy(t, s)
 	seg, data := lastSegment(t, path)
-	_, _, size, ok := nextFrame(data[before:])
+	_, _, size, ok := nextFrame(data[before:], s.salt)
 	if !ok {
 		t.Fatal("no frame where the last write went")
 	}
@@ -158,7 +160,7 @@ func TestRecoverMissingFrames(t *testing.T) {
 	path := crashCopy(t, s)
 	seg, data := lastSegment(t, path)
 	// Drop the first frame: the log now starts at frame 2.
-	_, _, size, ok := nextFrame(data)
+	_, _, size, ok := nextFrame(data, s.salt)
 	if !ok {
 		t.Fatal("no frame at the start of the segment")
 	}
@@ -196,8 +198,12 @@ func TestFrameRoundTrip(t *testing.T) {
 	frame := make([]byte, frameHeaderLen)
 	frame = appendEntry(frame, []byte("rkey"), []byte("value"))
 	frame = appendEntry(frame, []byte("vver"), []byte{0, 0, 0, 0, 0, 0, 0, 9})
-	sealFrame(frame, 42)
-	seq, payload, size, ok := nextFrame(frame)
+	salt := []byte("12345678")
+	sealFrame(frame, 42, salt)
+	if _, _, _, ok := nextFrame(frame, []byte("12345679")); ok {
+		t.Fatal("a frame reads back under another salt")
+	}
+	seq, payload, size, ok := nextFrame(frame, salt)
 	if !ok || seq != 42 || size != len(frame) {
 		t.Fatalf("nextFrame = %d, %d, %v", seq, size, ok)
 	}
@@ -211,14 +217,16 @@ func TestFrameRoundTrip(t *testing.T) {
 	for i := range frame {
 		bad := append([]byte{}, frame...)
 		bad[i] ^= 0x40
-		if seq, _, _, ok := nextFrame(bad); ok && seq == 42 {
+		if seq, _, _, ok := nextFrame(bad, salt); ok && seq == 42 {
 			t.Fatalf("frame with byte %d flipped reads back", i)
 		}
 	}
-	if _, _, _, ok := nextFrame(frame[:len(frame)-1]); ok {
+	if _, _, _, ok := nextFrame(frame[:len(frame)-1], salt); ok {
 		t.Fatal("a cut frame reads back")
 	}
 }
+
+var fuzzSalt = []byte("fuzzsalt")
 
 // FuzzScanSegment: recovery reads any bytes as a log segment without
 // panicking, and what it accepts is a run of frames that follows on from
@@ -227,7 +235,7 @@ func FuzzScanSegment(f *testing.F) {
 	var seg []byte
 	for seq := uint64(1); seq <= 3; seq++ {
 		frame := appendEntry(make([]byte, frameHeaderLen), []byte("rk"), appendRecord(nil, &once.Record{Token: seq, State: once.StateInProgress}))
-		sealFrame(frame, seq)
+		sealFrame(frame, seq, fuzzSalt)
 		seg = append(seg, frame...)
 		seg = append(seg, make([]byte, alignUp(len(frame))-len(frame))...)
 	}
@@ -239,7 +247,7 @@ func FuzzScanSegment(f *testing.F) {
 		if last < cp {
 			last = cp
 		}
-		payloads, next, err := scanSegment(data, cp, last)
+		payloads, next, err := scanSegment(data, cp, last, fuzzSalt)
 		if err != nil {
 			return
 		}
@@ -255,4 +263,109 @@ func FuzzScanSegment(f *testing.F) {
 			})
 		}
 	})
+}
+
+// TestOddPaths: the log of a store opened by a relative or unclean path, or
+// one with glob characters, is found again after a crash.
+func TestOddPaths(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, path := range []string{"./once.db", "sub//once.db", "tenant[1]/o*?.db"} {
+		t.Run(path, func(t *testing.T) {
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			s := MustOpenPath(t, path, Config{SweepInterval: -1, CheckpointInterval: time.Hour})
+			completeN(t, s, "k-", 5)
+			if nums, err := listSegments(path); err != nil || len(nums) == 0 {
+				t.Fatalf("listSegments(%q) = %v, %v", path, nums, err)
+			}
+			r := MustOpenPath(t, crashCopy(t, s), Config{SweepInterval: -1})
+			wantCompleted(t, r, "k-", 5)
+		})
+	}
+}
+
+// TestFailingCheckpoints: while checkpoints fail, before or after the
+// writer switched segments, writes that the overlay has no room for fail
+// at once (they neither hang nor lose anything), the log does not grow a
+// new segment at every attempt, and once checkpoints work again so does
+// everything else.
+func TestFailingCheckpoints(t *testing.T) {
+	for _, stage := range []string{"snapshot", "commit"} {
+		t.Run(stage, func(t *testing.T) {
+			ctx := context.Background()
+			s := MustOpen(t, Config{SweepInterval: -1, CheckpointRecords: 4, CheckpointInterval: 5 * time.Millisecond})
+			var failing atomic.Bool
+			failing.Store(true)
+			s.cpTestHook = func(at string) error {
+				if at == stage && failing.Load() {
+					return errors.New("injected checkpoint failure")
+				}
+				return nil
+			}
+			ok := 0
+			for i := range 40 {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := s.Claim(cctx, claimReq(fmt.Sprint("k-", i)))
+				cancel()
+				switch {
+				case err == nil:
+					ok++
+				case errors.Is(err, once.ErrUnavailable):
+				default:
+					t.Fatalf("claim %d while checkpoints fail: %v, want success or ErrUnavailable", i, err)
+				}
+			}
+			if ok < 16 || ok == 40 {
+				t.Fatalf("%d of 40 claims succeeded; want the overlay's room (16) and then failures", ok)
+			}
+			if nums, _ := listSegments(s.path); len(nums) > 3 {
+				t.Errorf("%d log segments after failed checkpoints: %v", len(nums), nums)
+			}
+			failing.Store(false)
+			mustCheckpoint(t, s)
+			MustClaim(t, s, claimReq("after"), once.Acquired)
+			for i := range ok {
+				MustClaim(t, s, claimReq(fmt.Sprint("k-", i)), once.InProgress)
+			}
+		})
+	}
+}
+
+// TestCloseFreesBlockedCallers: callers waiting for room in a full queue
+// return ErrClosed as soon as Close begins, even while the writer is busy.
+func TestCloseFreesBlockedCallers(t *testing.T) {
+	ctx := context.Background()
+	s := MustOpen(t, Config{SweepInterval: -1, NoSync: true})
+	release := holdWriter(t, s)
+	const n = maxBatch + 50
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Claim(ctx, claimReq(fmt.Sprint("k-", i)))
+			errs <- err
+		}()
+	}
+	waitFor(t, "the queue to fill", func() bool { return len(s.queue) == maxBatch })
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for range n - maxBatch {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, once.ErrClosed) {
+				t.Errorf("blocked caller: %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("callers blocked on the full queue did not return at Close")
+		}
+	}
+	release()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	for range maxBatch {
+		if err := <-errs; err != nil {
+			t.Errorf("queued caller: %v, want its claim committed", err)
+		}
+	}
 }

@@ -79,6 +79,8 @@ func (s *Store) do(ctx context.Context, o *op) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// mu, held shared while o is handed over, orders this against Close,
+	// which sets closed and then waits for the handovers under way.
 	s.mu.RLock()
 	if s.closed.Load() {
 		s.mu.RUnlock()
@@ -90,6 +92,9 @@ func (s *Store) do(ctx context.Context, o *op) error {
 	case <-ctx.Done():
 		s.mu.RUnlock()
 		return ctx.Err()
+	case <-s.closing:
+		s.mu.RUnlock()
+		return once.ErrClosed
 	}
 	select {
 	case <-o.done:
@@ -110,8 +115,15 @@ func (s *Store) writer() {
 	defer s.wg.Done()
 	b := &batch{s: s, ops: make([]*op, 0, maxBatch), pending: map[string]int{}}
 	for {
+		if s.carry != nil && !s.waitCheckpoint() {
+			b.ops = append(b.ops[:0], s.carry)
+			s.carry = nil
+			s.fill(b)
+			b.commit()
+			continue
+		}
 		queue := s.queue
-		if s.overFull() && s.cpErr.Load() == nil {
+		if s.waitCheckpoint() {
 			queue = nil
 		}
 		select {
@@ -122,16 +134,29 @@ func (s *Store) writer() {
 			s.settle()
 		case m := <-s.ctl:
 			s.control(m)
+		case <-s.cpTried:
 		case <-s.stop:
 			// Close set closed before stop: nothing more can be queued.
-			for len(s.queue) > 0 {
-				b.ops = append(b.ops[:0], <-s.queue)
+			for s.carry != nil || len(s.queue) > 0 {
+				if s.carry != nil {
+					b.ops = append(b.ops[:0], s.carry)
+					s.carry = nil
+				} else {
+					b.ops = append(b.ops[:0], <-s.queue)
+				}
 				s.fill(b)
 				b.commit()
 			}
 			return
 		}
 	}
+}
+
+// waitCheckpoint reports whether the writer must take no operation until a
+// checkpoint: the overlay is over its bound and the last checkpoint did not
+// fail (if it did, operations are taken, and fail: see batch.run).
+func (s *Store) waitCheckpoint() bool {
+	return s.overFull() && s.cpErr.Load() == nil
 }
 
 // settle yields to the callers the last commit woke for as long as they
@@ -146,13 +171,18 @@ func (s *Store) settle() {
 	}
 }
 
-// fill adds to b the operations queued right now, up to maxBatch, and
-// until their results reach maxBatchBytes.
+// fill adds to b the operations queued right now, up to maxBatch, and as
+// long as their results stay within maxBatchBytes: the first one that
+// would not fit is carried over to the next batch.
 func (s *Store) fill(b *batch) {
 	size := b.ops[0].size()
-	for len(b.ops) < maxBatch && size < maxBatchBytes {
+	for len(b.ops) < maxBatch {
 		select {
 		case o := <-s.queue:
+			if size+o.size() > maxBatchBytes {
+				s.carry = o
+				return
+			}
 			b.ops = append(b.ops, o)
 			size += o.size()
 		default:
@@ -245,7 +275,7 @@ func (b *batch) run() error {
 	}
 	frame := bytes.Clone(b.buf)
 	seq := s.seq + 1
-	sealFrame(frame, seq)
+	sealFrame(frame, seq, s.salt)
 	if err := s.log.write(frame); err != nil {
 		err = fmt.Errorf("write %s: %w", s.log.path, err)
 		if noSpace(err) || s.noSync {

@@ -63,8 +63,8 @@ type segment struct {
 	num    uint64
 	path   string
 	f      *os.File
-	sync   bool // writes are synchronous (the store is not NoSync)
-	direct bool // f was opened with O_DIRECT
+	sync   bool  // writes are synchronous (the store is not NoSync)
+	direct bool  // f was opened with O_DIRECT
 	off    int64 // where the next frame goes, a multiple of frameAlign
 	// buf is the aligned buffer frames are copied into for writing.
 	buf []byte

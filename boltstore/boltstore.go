@@ -4,7 +4,7 @@
 //
 // # Durability
 //
-// Every write is fsynced before the call returns, so an acknowledged
+// Every write is on disk before the call returns, so an acknowledged
 // operation survives SIGKILL and power loss. Writes go through one writer
 // goroutine that applies everything queued while the previous commit was
 // syncing and appends the new values of the keys it changed to the log as
@@ -12,7 +12,11 @@
 // the write returns), the group commit. A lone caller commits at once
 // (there is no timer), and under load one sync serves many callers. The
 // log's files are PATH.wal.N, reused in turn so that an append overwrites
-// blocks already allocated and the sync has no metadata to flush.
+// blocks already allocated and the sync has no metadata to flush; they are
+// written with O_DIRECT where the file system allows it. A write to the log
+// that fails for another reason than a full disk may have left the disk and
+// the page cache in disagreement: the store then fails every later write
+// with ErrUnavailable until it is opened again.
 //
 // Values that are in the log but not yet in the bbolt file are kept in
 // memory (the overlay). A checkpoint, in the background, copies them into
@@ -23,7 +27,8 @@
 // a crash), so nothing acknowledged is lost; a frame cut short by the crash
 // was never acknowledged and is dropped. Should checkpoints fall behind, the
 // overlay is bounded: at four times a checkpoint's worth the writer waits
-// for one.
+// for one, and if checkpoints are failing, writes fail (ErrUnavailable)
+// until one succeeds.
 //
 // Reads (Get, and Claims that cannot acquire the key: replays of completed
 // keys, keys in progress) are answered from the overlay or from a read-only

@@ -30,16 +30,17 @@ import (
 //	payload = entry*
 //	entry   = uvarint len(key) | key | uvarint len(value) | value
 //
-// where crc is the CRC-32C of the store's salt, seq and payload (see
-// saltLen), seq numbers frames from 1 up
-// across segments without gaps, and key is a tag byte (tagRecord,
-// tagVersion) followed by the bbolt key. A frame holds the new value of
-// every key its batch changed: replaying frames in order is idempotent.
+// where crc is the CRC-32C of the run's salt (see saltLen), seq and
+// payload, seq numbers frames from 1 up across segments without gaps, and
+// key is a tag byte (tagRecord, tagVersion) followed by the bbolt key. A
+// frame holds the new value of every key its batch changed: replaying
+// frames in order is idempotent.
 //
 // A retired segment is reused as a later one (renamed, not rewritten), so
 // that appending to it overwrites blocks the file system already allocated
-// and fdatasync has no metadata to flush. Its old frames stay behind the new
-// ones; they never continue the chain of sequence numbers, so recovery stops
+// and the sync has no metadata to flush. Its old frames stay behind the new
+// ones; they never continue the chain of sequence numbers (and those of an
+// earlier run do not even verify under this run's salt), so recovery stops
 // at them.
 const (
 	walSuffix      = ".wal."

@@ -251,8 +251,11 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	}
 	var b []byte
 	if r.ContentLength >= 0 {
-		// The declared length, and one byte more to see the end.
-		b = make([]byte, 0, r.ContentLength+1)
+		// The declared length, and one byte more to see the end, but no more
+		// than firstBodyBuffer before any byte has arrived: the declared
+		// length is the client's word, and a client that sends only headers
+		// must not make the server hold the whole limit.
+		b = make([]byte, 0, min(r.ContentLength+1, firstBodyBuffer))
 	}
 	b, err := readAll(b, r.Body, limit+1)
 	if err != nil {
@@ -263,6 +266,10 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// firstBodyBuffer bounds the buffer allocated for a request body before its
+// bytes arrive; a larger body grows it as they do.
+const firstBodyBuffer = 64 << 10
 
 // readAll appends what r holds to b, up to max bytes in b, like io.ReadAll of
 // an io.LimitReader into a buffer sized beforehand.

@@ -18,6 +18,15 @@ type write struct {
 	reply
 }
 
+// size returns how many bytes of keys and arguments w adds to a call.
+func (w *write) size() int {
+	n := len(w.key)
+	for _, a := range w.args {
+		n += len(a)
+	}
+	return n
+}
+
 // reply is what a write got back.
 type reply struct {
 	msg rueidis.RedisMessage // the write's code or outcome, or its error
@@ -30,9 +39,18 @@ type reply struct {
 // Batching limits. Up to maxInFlight script calls of writes are on their way
 // at once; the writes started meanwhile wait, and go together in the next
 // call, at most maxBatch to a call so that one call holds Redis only briefly.
+//
+// maxBatchBytes bounds the keys and arguments of one call (its first write
+// goes whatever its size). Redis limits each argument (proto-max-bulk-len),
+// and batching never merges arguments, but it holds all of a command's
+// arguments at once, counts them as its client's memory (a Redis with
+// maxmemory-clients closes a client over that, failing every write on the
+// connection) and copies them again into Lua: a call carrying many large
+// results could fail where each alone would not.
 const (
-	maxInFlight = 2
-	maxBatch    = 128
+	maxInFlight   = 2
+	maxBatch      = 128
+	maxBatchBytes = 16 << 20
 )
 
 // batcher runs concurrent writes of a standalone Redis as few script calls
@@ -96,17 +114,24 @@ func (b *batcher) next() {
 	}()
 }
 
-// take removes up to maxBatch writes from the queue, dropping those whose
-// callers are gone (not sent, they certainly did not happen). b.mu is held.
+// take removes the writes of the next call from the queue, up to maxBatch
+// writes and maxBatchBytes, dropping those whose callers are gone (not sent,
+// they certainly did not happen). b.mu is held.
 func (b *batcher) take() []*write {
 	var batch []*write
+	size := 0
 	for len(b.queue) > 0 && len(batch) < maxBatch {
 		w := b.queue[0]
+		if w.ctx.Err() == nil {
+			n := w.size()
+			if len(batch) > 0 && size+n > maxBatchBytes {
+				break
+			}
+			batch = append(batch, w)
+			size += n
+		}
 		b.queue[0] = nil
 		b.queue = b.queue[1:]
-		if w.ctx.Err() == nil {
-			batch = append(batch, w)
-		}
 	}
 	if len(b.queue) == 0 {
 		b.queue = nil

@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -83,4 +84,59 @@ func scriptCalls(t *testing.T, srv *redisServer) int {
 		n += c
 	}
 	return n
+}
+
+// TestLargeResultsBatch: completions of large results that goroutines start
+// at once do not all go in one call. Redis counts a command's arguments
+// against its client's memory, and one that evicts clients over 40 MB
+// (maxmemory-clients) would close the connection of a call carrying them
+// all, failing every write on it, though each alone fits.
+func TestLargeResultsBatch(t *testing.T) {
+	needBinaries(t, "redis-server")
+	srv := startRedis(t, t.TempDir(), freePort(t), "--maxmemory-clients", "40mb")
+	s := openTest(t, "redis://"+srv.addr()+"/0", Config{})
+	const goroutines, size = 32, 3 << 20
+	tokens := make([]uint64, goroutines)
+	for i := range tokens {
+		tokens[i] = mustClaim(t, s, claimReq(once.Key{ID: strconv.Itoa(i)}, time.Minute, time.Minute)).Token
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := bytes.Repeat([]byte{byte(i)}, size)
+			<-start
+			if err := s.Complete(ctx, once.Key{ID: strconv.Itoa(i)}, tokens[i], once.Result{Data: data}); err != nil {
+				t.Errorf("complete %d: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if info, err := srv.command("INFO stats"); err != nil || !strings.Contains(info, "evicted_clients:0") {
+		t.Errorf("Redis evicted a client (%v)", err)
+	}
+}
+
+// TestTakeBoundsBytes: a call carries at most maxBatchBytes of writes, but
+// its first write whatever its size, and the writes keep their order.
+func TestTakeBoundsBytes(t *testing.T) {
+	const mib = 1 << 20
+	b := &batcher{}
+	for _, n := range []int{10 * mib, 5 * mib, 2 * mib, 20 * mib, 1} {
+		b.queue = append(b.queue, &write{ctx: ctx, key: "k", args: []string{"complete", "1", strings.Repeat("x", n)}})
+	}
+	var got [][]int
+	for len(b.queue) > 0 {
+		var sizes []int
+		for _, w := range b.take() {
+			sizes = append(sizes, len(w.args[2])/mib)
+		}
+		got = append(got, sizes)
+	}
+	if want := "[[10 5] [2] [20] [0]]"; fmt.Sprint(got) != want {
+		t.Fatalf("batches (MiB) %v, want %s", got, want)
+	}
 }

@@ -199,6 +199,13 @@ func serveErr(name string, err error) error {
 	return fmt.Errorf("gateway: %s listener: %w", name, err)
 }
 
+// server returns a server for h. Slow and idle clients are bounded by
+// ReadHeaderTimeout, IdleTimeout and, for keyed request bodies, oncehttp's
+// BodyIdleTimeout (a bound on each pause, not on the whole body). There is
+// no ReadTimeout, which would cut off a slow but live upload of a large
+// body, and no WriteTimeout, which would cut off a slow upstream's response
+// (UpstreamTimeout bounds that); see "Slow and idle clients" in
+// docs/gateway.md.
 func (g *Gateway) server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,

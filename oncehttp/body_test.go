@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/memstore"
@@ -77,23 +78,93 @@ func postBody(t *testing.T, e *env, key, body string, chunked bool) reply {
 // A body shorter than its Content-Length gets 400, nothing forwarded.
 func TestRequestBodyShort(t *testing.T) {
 	e := newEnv(t, nil, once.Config{}, oncehttp.Config{}, echo)
+	c := dialRaw(t, e)
+	fmt.Fprintf(c.conn, "POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: short\r\nContent-Length: 100000\r\n\r\n%s", strings.Repeat("x", 1000))
+	c.conn.(*net.TCPConn).CloseWrite()
+	wantProblem(t, c.reply(), 400, "invalid-request-body")
+	if n := e.calls.Load(); n != 0 {
+		t.Fatalf("handler ran %d times", n)
+	}
+}
+
+// A keyed body that stops arriving for Config.BodyIdleTimeout gets 400 and
+// its connection is closed, nothing forwarded: headers that announce a body
+// never sent do not hold a connection forever.
+func TestRequestBodyStalled(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	e := newEnv(t, nil, once.Config{}, oncehttp.Config{BodyIdleTimeout: idle}, echo)
+	c := dialRaw(t, e)
+	start := time.Now()
+	fmt.Fprintf(c.conn, "POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: stalled\r\nContent-Length: 100\r\n\r\n{\"a\":")
+	wantProblem(t, c.reply(), 400, "invalid-request-body")
+	if d := time.Since(start); d < idle*63/64 {
+		t.Errorf("answered after %v, before the body had been idle for %v", d, idle)
+	}
+	if _, err := c.br.ReadByte(); err != io.EOF {
+		t.Errorf("connection still open after a stalled body (read: %v)", err)
+	}
+	if n := e.calls.Load(); n != 0 {
+		t.Fatalf("handler ran %d times", n)
+	}
+}
+
+// A keyed body that keeps arriving is read whole however long it takes in
+// all, and the bound ends with the body: a handler slower than it answers,
+// on a connection that stays usable.
+func TestRequestBodySlowNotCutOff(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	slow := func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(2 * idle)
+		echo(w, r)
+	}
+	e := newEnv(t, nil, once.Config{}, oncehttp.Config{BodyIdleTimeout: idle}, slow)
+	c := dialRaw(t, e)
+	const parts = 20 // 20 × idle/8: 2.5 idle in all
+	fmt.Fprintf(c.conn, "POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: slow\r\nContent-Length: %d\r\n\r\n", parts+2)
+	c.conn.Write([]byte(`"`))
+	for range parts {
+		time.Sleep(idle / 8)
+		c.conn.Write([]byte("x"))
+	}
+	c.conn.Write([]byte(`"`))
+	wantStatus(t, c.reply(), 201)
+	fmt.Fprintf(c.conn, "POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: next\r\nContent-Length: 2\r\n\r\n{}")
+	wantStatus(t, c.reply(), 201)
+}
+
+// rawConn is a client connection written by hand.
+type rawConn struct {
+	t    *testing.T
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func dialRaw(t *testing.T, e *env) *rawConn {
+	t.Helper()
 	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: short\r\nContent-Length: 100000\r\n\r\n%s", strings.Repeat("x", 1000))
-	conn.(*net.TCPConn).CloseWrite()
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	t.Cleanup(func() { conn.Close() })
+	// A generous bound on the whole exchange: a server that never answers
+	// fails the test rather than hanging it.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{t: t, conn: conn, br: bufio.NewReader(conn)}
+}
+
+// reply reads the next response.
+func (c *rawConn) reply() reply {
+	c.t.Helper()
+	res, err := http.ReadResponse(c.br, nil)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	wantProblem(t, reply{status: res.StatusCode, header: res.Header, body: string(b)}, 400, "invalid-request-body")
-	if n := e.calls.Load(); n != 0 {
-		t.Fatalf("handler ran %d times", n)
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		c.t.Fatal(err)
 	}
+	return reply{status: res.StatusCode, header: res.Header, body: string(b)}
 }
 
 // A request that declares a large body but has sent none of it makes the

@@ -34,6 +34,10 @@ const (
 // fingerprinting and on response bodies stored for replay: 1 MiB.
 const DefaultMaxBody = 1 << 20
 
+// DefaultBodyIdleTimeout is the default bound on a pause in a keyed request's
+// body: 60 seconds, nginx's client_body_timeout.
+const DefaultBodyIdleTimeout = 60 * time.Second
+
 // DefaultMethods are the methods that need a key when Config.Methods is empty.
 var DefaultMethods = []string{http.MethodPost, http.MethodPatch}
 
@@ -61,6 +65,14 @@ type Config struct {
 	// retry gets 409 response-not-stored, never a truncated body. Zero or
 	// negative means DefaultMaxBody.
 	MaxResponseBody int64
+	// BodyIdleTimeout bounds each wait for more of a keyed request's body
+	// (with http.ResponseController's SetReadDeadline): a client that sends
+	// none of it for this long gets 400 and its connection is closed. It
+	// bounds the pauses, not the whole body, so that an upload that keeps
+	// moving is never cut off, however slow and whatever MaxRequestBody.
+	// It is not applied under a server with a ReadTimeout, which bounds the
+	// body already. Zero means DefaultBodyIdleTimeout; negative means none.
+	BodyIdleTimeout time.Duration
 	// Routes override the settings above for path prefixes; the longest
 	// matching prefix wins.
 	Routes []Route
@@ -126,13 +138,14 @@ type handler struct {
 	scopeHeader string
 	maxReq      int64
 	maxResp     int64
+	bodyIdle    time.Duration
 	log         *slog.Logger
 	observe     func(*Event)
 }
 
 func newHandler(o *once.Executor, cfg Config, next http.Handler) *handler {
 	h := &handler{next: next, scopeHeader: cfg.ScopeHeader, maxReq: cfg.MaxRequestBody, maxResp: cfg.MaxResponseBody,
-		log: cfg.Logger, observe: cfg.Observe}
+		bodyIdle: cfg.BodyIdleTimeout, log: cfg.Logger, observe: cfg.Observe}
 	if h.scopeHeader == "" {
 		h.scopeHeader = "Authorization"
 	}
@@ -141,6 +154,9 @@ func newHandler(o *once.Executor, cfg Config, next http.Handler) *handler {
 	}
 	if h.maxResp <= 0 {
 		h.maxResp = DefaultMaxBody
+	}
+	if h.bodyIdle == 0 {
+		h.bodyIdle = DefaultBodyIdleTimeout
 	}
 	methods := cfg.Methods
 	if len(methods) == 0 {
@@ -196,7 +212,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveKeyed serves a request whose method needs a key.
 func (h *handler) serveKeyed(w http.ResponseWriter, r *http.Request, rt *route, att *attempt) {
 	ev := &att.ev
-	id, body, err := h.readKey(r, rt)
+	id, body, err := h.readKey(w, r, rt, &att.bodyIn)
 	if err != nil && errors.Is(err, ErrMissingKey) && rt.optional {
 		ev.Outcome = OutcomePassthrough
 		if body != nil {
@@ -222,8 +238,9 @@ func (h *handler) serveKeyed(w http.ResponseWriter, r *http.Request, rt *route, 
 	h.respond(w, att, exec, err, ev, fp)
 }
 
-// readKey returns the request's key and, for a keyed request, its body.
-func (h *handler) readKey(r *http.Request, rt *route) (string, []byte, error) {
+// readKey returns the request's key and, for a keyed request, its body, read
+// through in.
+func (h *handler) readKey(w http.ResponseWriter, r *http.Request, rt *route, in *idleReader) (string, []byte, error) {
 	var id string
 	var err error
 	if !rt.key.needsBody() {
@@ -231,7 +248,7 @@ func (h *handler) readKey(r *http.Request, rt *route) (string, []byte, error) {
 			return "", nil, err
 		}
 	}
-	body, err := readBody(r, h.maxReq)
+	body, err := h.readBody(w, r, in)
 	if err != nil {
 		return "", nil, err
 	}
@@ -241,8 +258,10 @@ func (h *handler) readKey(r *http.Request, rt *route) (string, []byte, error) {
 	return id, body, err
 }
 
-// readBody reads r's body whole, up to limit bytes.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// readBody reads r's body whole through in, up to h.maxReq bytes, waiting for
+// each part up to h.bodyIdle.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, in *idleReader) ([]byte, error) {
+	limit := h.maxReq
 	if r.ContentLength > limit {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrRequestTooLarge, r.ContentLength, limit)
 	}
@@ -257,14 +276,57 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		// must not make the server hold the whole limit.
 		b = make([]byte, 0, min(r.ContentLength+1, firstBodyBuffer))
 	}
-	b, err := readAll(b, r.Body, limit+1)
+	h.bound(in, w, r)
+	b, err := readAll(b, in, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequestBody, err)
 	}
 	if int64(len(b)) > limit {
+		// The deadline stays: it bounds what the server discards of the rest.
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrRequestTooLarge, limit)
 	}
+	in.disarm()
 	return b, nil
+}
+
+// bound makes in read r's body, each read bounded by h.bodyIdle if that
+// applies (see Config.BodyIdleTimeout).
+func (h *handler) bound(in *idleReader, w http.ResponseWriter, r *http.Request) {
+	*in = idleReader{r: r.Body}
+	if srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server); h.bodyIdle > 0 && (srv == nil || srv.ReadTimeout <= 0) {
+		in.rc, in.idle = *http.NewResponseController(w), h.bodyIdle
+	}
+}
+
+// idleReader is a request body whose reads wait at most idle for the client:
+// the connection's read deadline moves forward before each read. It moves at
+// most once per idle/64, so that a body read in many small parts costs few
+// deadline changes: a pause shorter than 63/64 of idle is never cut off.
+type idleReader struct {
+	r     io.Reader
+	rc    http.ResponseController
+	idle  time.Duration // 0: no bound
+	armed time.Time     // when the deadline last moved
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	if ir.idle > 0 {
+		if now := time.Now(); now.Sub(ir.armed) > ir.idle/64 {
+			if err := ir.rc.SetReadDeadline(now.Add(ir.idle)); err != nil {
+				ir.idle = 0 // the writer cannot: no bound
+			}
+			ir.armed = now
+		}
+	}
+	return ir.r.Read(p)
+}
+
+// disarm lifts the deadline once the body has been read whole, so that it
+// cannot end the connection while the handler runs.
+func (ir *idleReader) disarm() {
+	if ir.idle > 0 && !ir.armed.IsZero() {
+		_ = ir.rc.SetReadDeadline(time.Time{})
+	}
 }
 
 // firstBodyBuffer bounds the buffer allocated for a request body before its
@@ -475,7 +537,8 @@ type attempt struct {
 	r      *http.Request
 	parent context.Context // the client's, without its cancellation
 	body   []byte
-	reader bodyReader
+	bodyIn idleReader // reads the client's body
+	reader bodyReader // the body as the handler reads it
 	info   Info
 	ev     Event
 

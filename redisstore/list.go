@@ -17,7 +17,9 @@ const listBatch = 500
 // (the store keeps no index, so that the hot path pays nothing for listing):
 // its cost grows with the whole database, not with the scope. Each record is
 // read with the same server-clock check as Get, so only live records are
-// listed.
+// listed. Keys that hold no record of this version, such as the hashes of an
+// earlier one (see Upgrading in the package documentation), are skipped:
+// the operations on those keys report them.
 // Returns ErrClosed after Close, or an error wrapping ErrUnavailable.
 func (s *Store) List(ctx context.Context, scope string, fn func(once.Record) bool) error {
 	if s.closed.Load() {
@@ -44,7 +46,8 @@ func (s *Store) List(ctx context.Context, scope string, fn func(once.Record) boo
 func (s *Store) listNode(ctx context.Context, node rueidis.Client, pattern, scope string, fn func(once.Record) bool) (bool, error) {
 	var cursor uint64
 	for {
-		e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(pattern).Count(listBatch).Build()).AsScanEntry()
+		cmd := node.B().Scan().Cursor(cursor).Match(pattern).Count(listBatch).Type("string").Build()
+		e, err := node.Do(ctx, cmd).AsScanEntry()
 		if err != nil {
 			return false, s.unavailable("list", err)
 		}
@@ -58,7 +61,8 @@ func (s *Store) listNode(ctx context.Context, node rueidis.Client, pattern, scop
 }
 
 // listKeys reads a batch of record keys in one pipeline and passes the live
-// records of scope to fn.
+// records of scope to fn. A key that changed type since SCAN, or holds a
+// string that is not a record, is skipped.
 func (s *Store) listKeys(ctx context.Context, keys []string, scope string, fn func(once.Record) bool) (bool, error) {
 	if len(keys) == 0 {
 		return true, nil
@@ -69,6 +73,9 @@ func (s *Store) listKeys(ctx context.Context, keys []string, scope string, fn fu
 	}
 	for _, res := range getScript.lua.ExecMulti(ctx, s.client, execs...) {
 		msg, err := res.ToMessage()
+		if isRedisErr(err, "WRONGTYPE") {
+			continue
+		}
 		if err != nil {
 			return false, s.unavailable("list", err)
 		}
@@ -79,29 +86,26 @@ func (s *Store) listKeys(ctx context.Context, keys []string, scope string, fn fu
 		if err != nil {
 			return false, s.corrupt(err)
 		}
-		rec, ok, err := scopeRecord(v, scope)
-		if err != nil {
-			return false, s.corrupt(err)
-		}
-		if ok && !fn(rec) {
+		if rec, ok := scopeRecord(v, scope); ok && !fn(rec) {
 			return false, nil
 		}
 	}
 	return true, nil
 }
 
-// scopeRecord decodes a record value if its key is in scope.
-func scopeRecord(v, scope string) (once.Record, bool, error) {
+// scopeRecord decodes a record value if its key is in scope. It reports
+// false for a value it cannot decode.
+func scopeRecord(v, scope string) (once.Record, bool) {
 	_, enc, _, err := splitRecord(v)
 	if err != nil {
-		return once.Record{}, false, err
+		return once.Record{}, false
 	}
 	key, err := decodeKey(enc)
 	if err != nil || key.Scope != scope {
-		return once.Record{}, false, err
+		return once.Record{}, false
 	}
 	rec, err := decodeRecord(key, v)
-	return rec, err == nil, err
+	return rec, err == nil
 }
 
 func isPrimary(ctx context.Context, node rueidis.Client) (bool, error) {

@@ -1,11 +1,15 @@
 package redisstore
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/internal/testenv"
+	"github.com/redis/rueidis"
 )
 
 // TestListGlobPrefix: a prefix with SCAN's pattern characters lists only its
@@ -36,5 +40,46 @@ func TestKeyCodec(t *testing.T) {
 	}
 	if _, err := decodeKey("\x09ab"); err == nil {
 		t.Error("short key accepted")
+	}
+}
+
+// TestOldFormatRecords: a record as earlier versions kept it (a hash), or a
+// string that is no record, under the record keys does not make List fail:
+// List skips them, and the operations on such a key fail with an error that
+// names it.
+func TestOldFormatRecords(t *testing.T) {
+	s := newTestStore(t)
+	old, foreign, fresh := once.Key{Scope: "s", ID: "old"}, once.Key{Scope: "s", ID: "foreign"}, once.Key{Scope: "s", ID: "new"}
+	c := s.client
+	hset := c.B().Hset().Key(s.recordKey(old)).FieldValue().FieldValue("s", "2").FieldValue("t", "1").FieldValue("a", "1").
+		FieldValue("e", "99999999999999999").FieldValue("k", encodeKey(old)).FieldValue("r", "done").Build()
+	for _, cmd := range []rueidis.Completed{hset, c.B().Set().Key(s.recordKey(foreign)).Value("not a record").Build()} {
+		if err := c.Do(ctx, cmd).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustClaim(t, s, claimReq(fresh, time.Minute, time.Minute))
+	for scope, want := range map[string]string{"s": "[new]", "other": "[]"} {
+		var got []string
+		if err := s.List(ctx, scope, func(r once.Record) bool { got = append(got, r.Key.ID); return true }); err != nil {
+			t.Fatalf("List(%q): %v", scope, err)
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("List(%q) = %v, want %s", scope, got, want)
+		}
+	}
+	// A key that became a hash between SCAN and its reading.
+	var got []string
+	keys := []string{s.recordKey(old), s.recordKey(foreign), s.recordKey(fresh)}
+	if _, err := s.listKeys(ctx, keys, "s", func(r once.Record) bool { got = append(got, r.Key.ID); return true }); err != nil || fmt.Sprint(got) != "[new]" {
+		t.Errorf("listKeys = %v, %v, want [new]", got, err)
+	}
+	_, claimErr := s.Claim(ctx, claimReq(old, time.Minute, time.Minute))
+	_, getErr := s.Get(ctx, old)
+	_, _, watchErr := s.Watch(ctx, old)
+	for op, err := range map[string]error{"Claim": claimErr, "Get": getErr, "Watch": watchErr, "Complete": s.Complete(ctx, old, 1, once.Result{})} {
+		if !errors.Is(err, once.ErrUnavailable) || !strings.Contains(err.Error(), s.recordKey(old)) {
+			t.Errorf("%s of a hash record: %v, want ErrUnavailable naming the key", op, err)
+		}
 	}
 }

@@ -28,6 +28,7 @@
 //
 // Store also implements once.Lister, for operators, by SCAN over the
 // primaries: its cost grows with the whole database, not with the scope.
+// It skips keys that hold no record of this version (see Upgrading).
 //
 // # Durability
 //
@@ -69,6 +70,37 @@
 // process share a subscription. Messages can be lost (a reconnect, a
 // failover), so callers keep polling, only more slowly.
 //
+// # Upgrading from hash records
+//
+// Earlier versions of this package kept each record as a Redis hash, under
+// the same key; this one keeps a string. Neither reads the other's records:
+// on a key that holds a hash, Claim, Complete, Release, Extend, Delete, Get
+// and Watch fail with an error wrapping once.ErrUnavailable that names the
+// key, until the hash expires at its record's PurgeAt (retention plus lease
+// after its last claim or extension), and an old version fails the same way
+// on the strings of this one. List skips such keys. Version keys (Advance)
+// are unchanged.
+//
+// So an old and a new version must never share a Redis under one prefix: a
+// rolling deploy that runs both fails every key one writes and the other
+// then reads. Upgrade instead in three steps: stop every process of the old
+// version; let their records expire (wait for the longest retention plus
+// lease in use), or delete them; start the new version. These commands list
+// the hashes under the prefix once: of the Redis at $URL in the file old,
+// then delete them (run them on every primary of a cluster):
+//
+//	redis-cli -u "$URL" --scan --pattern 'once:r{*}' > keys
+//	sed 's/^/TYPE /' keys | redis-cli -u "$URL" | paste keys - | awk '$2 == "hash" { print $1 }' > old
+//	xargs -r redis-cli -u "$URL" unlink < old
+//
+// Deleting forgets those records: a retry of a request they completed runs
+// its effect again, and so may one of a request in progress.
+//
+// Another prefix (prefix=...) for the new version avoids the failures without
+// stopping the old one first: the new version never reads the old keys, which
+// expire by themselves. It forgets the old records just as deleting them does,
+// and while both versions run, one key can be claimed once under each prefix.
+//
 // # Errors
 //
 // Connection failures, timeouts and errors Redis answers with (OOM, READONLY,
@@ -81,6 +113,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -247,12 +280,13 @@ func (s *Store) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimRes
 	if req.Policy == once.AbandonRetry {
 		policy = "1"
 	}
-	r := s.do(ctx, s.recordKey(req.Key), "claim", string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy, encodeKey(req.Key))
+	rk := s.recordKey(req.Key)
+	r := s.do(ctx, rk, "claim", string(req.Fingerprint), micros(req.Lease), micros(req.Retention), policy, encodeKey(req.Key))
 	if !r.ran {
 		return once.ClaimResult{}, r.err
 	}
 	if err := r.msg.Error(); err != nil {
-		return once.ClaimResult{}, s.unavailable("script", err)
+		return once.ClaimResult{}, s.scriptError(rk, err)
 	}
 	res, err := claimResult(req.Key, r)
 	if err != nil {
@@ -423,7 +457,7 @@ func (s *Store) doCode(ctx context.Context, key string, args ...string) error {
 		return r.err
 	}
 	if err := r.msg.Error(); err != nil {
-		return s.unavailable("script", err)
+		return s.scriptError(key, err)
 	}
 	code, err := r.msg.ToInt64()
 	switch {
@@ -444,9 +478,30 @@ func (s *Store) doCode(ctx context.Context, key string, args ...string) error {
 func (s *Store) run(ctx context.Context, sc *script, keys, args []string) (rueidis.RedisMessage, error) {
 	msg, err := sc.lua.Exec(ctx, s.client, keys, args).ToMessage()
 	if err != nil {
-		return msg, s.unavailable("script", err)
+		return msg, s.scriptError(keys[0], err)
 	}
 	return msg, nil
+}
+
+// scriptError is unavailable for the error of a script on key. It names a
+// key that holds no string, such as a record an earlier version of this
+// package kept as a hash (see Upgrading in the package documentation).
+func (s *Store) scriptError(key string, err error) error {
+	if isRedisErr(err, "WRONGTYPE") {
+		return fmt.Errorf("%w: redis: key %s holds no record of this version (a hash is a record of an earlier redisstore: delete it or let it expire): %w", once.ErrUnavailable, key, err)
+	}
+	return s.unavailable("script", err)
+}
+
+// isRedisErr reports whether err is, or wraps, an error reply of Redis
+// whose code (its first word) is code.
+func isRedisErr(err error, code string) bool {
+	var rerr *rueidis.RedisError
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	first, _, _ := strings.Cut(rerr.Error(), " ")
+	return first == code
 }
 
 // call runs a script that writes, waiting for replicas if the store does.

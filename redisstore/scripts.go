@@ -189,10 +189,12 @@ return out
 `)
 
 // getScript mirrors fsm.Get: it needs the server clock to tell a live record
-// from a tombstone. KEYS[1] record. Replies with the record, or 0.
+// from a tombstone. KEYS[1] record. Replies with the record, or 0. A value
+// too short for a header is returned as is, for the client to reject (and
+// List to skip).
 var getScript = newScript(true, prelude+`
 local v = redis.call('GET', KEYS[1])
-if not v or now >= read('<d', v, 35) then return 0 end
+if not v or (#v >= 74 and now >= read('<d', v, 35)) then return 0 end
 return v
 `)
 

@@ -315,6 +315,7 @@ type flight struct {
 	// Written before done is closed.
 	exec     Execution
 	err      error
+	ran      bool // exec.Result, if any, is fn's own: nobody copied it
 	panicked bool
 	panicVal any
 }
@@ -647,6 +648,7 @@ func (e *Executor) execute(f *flight, cr ClaimResult, start time.Time) {
 	}()
 	o := call(f.ctx, f.fn)
 	returned = true
+	f.ran = true
 	lost := hb.stop()
 	x := Execution{Result: o.res, Token: cr.Token, Attempts: cr.Record.Attempts}
 	var pe *PermanentError
@@ -919,11 +921,11 @@ func (f *flight) result(owner bool) (Execution, error) {
 	}
 	x := f.exec
 	// Every caller gets its own copy, the one that ran fn included: the
-	// others clone f.exec concurrently, so nobody may write to it. An owner
-	// nobody joined (joined is written before finish, which happens before
-	// done is closed) has the only reference: fn's result, or the store's
-	// copy of a replayed one.
-	if !owner || f.joined {
+	// others clone f.exec concurrently, so nobody may write to it, and fn
+	// may have returned a slice or map it keeps (a cache). Only a replay
+	// that nobody joined (joined is written before finish, which happens
+	// before done is closed) goes without: the store's copy is the caller's.
+	if !owner || f.joined || f.ran {
 		x.Result = x.Result.Clone()
 	}
 	if !owner {

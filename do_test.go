@@ -255,6 +255,45 @@ func TestDoSharedResultIsACopy(t *testing.T) {
 	}
 }
 
+// The caller that ran fn gets its own copy of fn's result too, joined or not:
+// fn may return a slice or map it keeps, and callers of two keys must not
+// share it.
+func TestDoOwnResultIsACopy(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context // Background: fn on the caller's goroutine; cancellable: on a worker
+		err  error
+	}{
+		{"caller's goroutine", context.Background(), nil},
+		{"worker", cancelled, nil},
+		{"permanent error", context.Background(), once.Permanent(errors.New("declined"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := newExecutor(t, memstore.New(memstore.Config{}), once.Config{})
+			cached := once.Result{Data: []byte("cached"), Meta: map[string]string{"k": "v"}}
+			fn := func(context.Context) (once.Result, error) { return cached, tc.err }
+			var xs []once.Execution
+			for _, id := range []string{"a", "b"} {
+				x, err := ex.Do(tc.ctx, once.Key{ID: id}, nil, fn)
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("Do(%s): %v, want %v", id, err, tc.err)
+				}
+				xs = append(xs, x)
+			}
+			xs[0].Data[0] = 'X'
+			xs[0].Meta["k"] = "changed"
+			if string(cached.Data) != "cached" || cached.Meta["k"] != "v" {
+				t.Errorf("fn's own result changed to %q %v through a caller's", cached.Data, cached.Meta)
+			}
+			if string(xs[1].Data) != "cached" || xs[1].Meta["k"] != "v" {
+				t.Errorf("another key's caller got %q %v, changed by the first", xs[1].Data, xs[1].Meta)
+			}
+		})
+	}
+}
+
 func TestDoReplayIsOneClaim(t *testing.T) {
 	st := newCounting()
 	ex := newExecutor(t, st, once.Config{})

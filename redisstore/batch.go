@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -63,6 +64,7 @@ const (
 // slot, so there every write goes alone.
 type batcher struct {
 	s        *Store
+	off      atomic.Bool // a call of several writes was refused (CROSSSLOT)
 	mu       sync.Mutex
 	queue    []*write
 	inFlight int
@@ -157,6 +159,9 @@ func batchContext(batch []*write) (context.Context, context.CancelFunc) {
 }
 
 // send runs batch as one call of writeScript and hands each write its reply.
+// A server that refuses a call of several writes because their keys are in
+// different slots (CROSSSLOT: a proxy that shards by slot) ran none of them:
+// the writes go again one by one, and the store stops batching.
 func (s *Store) send(ctx context.Context, batch []*write) {
 	keys := make([]string, len(batch))
 	var args []string
@@ -174,6 +179,13 @@ func (s *Store) send(ctx context.Context, batch []*write) {
 		}
 	}
 	msg, ran, err := s.call(ctx, writeScript, keys, args)
+	if !ran && len(batch) > 1 && isRedisErr(err, "CROSSSLOT") {
+		s.batch.off.Store(true)
+		for _, w := range batch {
+			s.send(w.ctx, []*write{w})
+		}
+		return
+	}
 	var r []rueidis.RedisMessage
 	var now int64
 	if ran {

@@ -24,30 +24,112 @@ func TestBatchedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	const goroutines, each = 64, 20
-	var wg sync.WaitGroup
-	for g := range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				if err := claimComplete(s, once.Key{ID: fmt.Sprintf("%d-%d", g, i)}); err != nil {
-					t.Error(err)
-					return
-				}
-				if _, err := s.Claim(ctx, claimReq(bad, time.Minute, time.Minute)); !errors.Is(err, once.ErrUnavailable) {
-					t.Errorf("claim of a foreign value: %v", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(t, goroutines, each, func(id string) error {
+		if err := claimComplete(s, once.Key{ID: id}); err != nil {
+			return err
+		}
+		if _, err := s.Claim(ctx, claimReq(bad, time.Minute, time.Minute)); !errors.Is(err, once.ErrUnavailable) {
+			return fmt.Errorf("claim of a foreign value: %v", err)
+		}
+		return nil
+	})
 	writes := goroutines * each * 3
 	if calls := scriptCalls(t, srv); calls >= writes {
 		t.Fatalf("%d writes made %d script calls: no batching", writes, calls)
 	} else {
 		t.Logf("%d writes in %d script calls", writes, calls)
 	}
+}
+
+// inParallel runs fn in goroutines at once, each times in each, with an ID
+// unique to the call, and fails t with the errors it returns.
+func inParallel(t *testing.T, goroutines, each int, fn func(id string) error) {
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := fn(fmt.Sprintf("%d-%d", g, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestBatchOff: with batch=off, every write is a script call of its own.
+func TestBatchOff(t *testing.T) {
+	needBinaries(t, "redis-server")
+	srv := startRedis(t, t.TempDir(), freePort(t))
+	s := openTest(t, "redis://"+srv.addr()+"/0?batch=off", Config{})
+	if s.batch != nil {
+		t.Fatal("batch=off, but the store batches")
+	}
+	if err := claimComplete(s, once.Key{ID: "warm-up"}); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	if reply, err := srv.command("CONFIG RESETSTAT"); err != nil || reply != "+OK" {
+		t.Fatalf("CONFIG RESETSTAT: %q, %v", reply, err)
+	}
+	const goroutines, each = 32, 10
+	inParallel(t, goroutines, each, func(id string) error { return claimComplete(s, once.Key{ID: id}) })
+	if calls, want := scriptCalls(t, srv), goroutines*each*2; calls != want { // reads run EVALSHA_RO
+		t.Fatalf("%d script calls for %d claims and completions", calls, want)
+	}
+}
+
+// TestCrossSlotFallback: behind a server that refuses a call whose keys are
+// in several slots (CROSSSLOT), as a proxy that shards by slot does, the
+// writes of a refused call run one by one, and the store stops batching.
+// A Redis Cluster of one node that holds every slot, reached through a
+// redis:// URL, stands for such a proxy.
+func TestCrossSlotFallback(t *testing.T) {
+	needBinaries(t, "redis-server")
+	srv := startClusterNode(t, t.TempDir())
+	if reply, err := srv.command("CLUSTER ADDSLOTSRANGE 0 16383"); err != nil || reply != "+OK" {
+		t.Fatalf("CLUSTER ADDSLOTSRANGE: %q, %v", reply, err)
+	}
+	waitClusterOK(t, srv)
+	url := "redis://" + srv.addr() + "/0"
+	t.Run("RefusedBatch", func(t *testing.T) {
+		s := openTest(t, url, Config{})
+		b := s.batch
+		b.mu.Lock()
+		b.inFlight = maxInFlight // two calls on their way: the claims queue
+		b.mu.Unlock()
+		errs := make(chan error, 2)
+		for _, id := range []string{"a", "b"} {
+			go func() { errs <- claimComplete(s, once.Key{ID: id}) }()
+		}
+		waitUntil(t, 5*time.Second, "two queued claims", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return len(b.queue) == 2
+		})
+		b.next() // sends both claims in one call, which the server refuses
+		b.next()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !b.off.Load() {
+			t.Fatal("the store still batches after CROSSSLOT")
+		}
+		if info, err := srv.command("INFO errorstats"); err != nil || !strings.Contains(info, "errorstat_CROSSSLOT:count=1") {
+			t.Fatalf("no CROSSSLOT (%v):\n%s", err, info)
+		}
+	})
+	t.Run("UnderLoad", func(t *testing.T) {
+		s := openTest(t, url, Config{})
+		inParallel(t, 64, 10, func(id string) error { return claimComplete(s, once.Key{ID: id}) })
+		if !s.batch.off.Load() {
+			t.Fatal("no batch was refused: did no batch form?")
+		}
+	})
 }
 
 func claimComplete(s *Store, k once.Key) error {

@@ -21,11 +21,7 @@ func startCluster(t *testing.T) (string, []*redisServer) {
 	var nodes []*redisServer
 	var addrs []string
 	for range 3 {
-		port := freePort(t)
-		ndir := filepath.Join(dir, strconv.Itoa(port))
-		nodes = append(nodes, startRedis(t, ndir, port,
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(ndir, "nodes.conf"),
-			"--cluster-node-timeout", "5000", "--appendonly", "no"))
+		nodes = append(nodes, startClusterNode(t, dir))
 		addrs = append(addrs, nodes[len(nodes)-1].addr())
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
@@ -34,12 +30,28 @@ func startCluster(t *testing.T) (string, []*redisServer) {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	for _, n := range nodes {
-		waitUntil(t, 30*time.Second, "cluster_state:ok on "+n.addr(), func() bool {
-			info, err := n.command("CLUSTER INFO")
-			return err == nil && strings.Contains(info, "cluster_state:ok")
-		})
+		waitClusterOK(t, n)
 	}
 	return "redis+cluster://" + strings.Join(addrs, ","), nodes
+}
+
+// startClusterNode starts a redis-server in cluster mode, its files in a
+// directory of its own under dir.
+func startClusterNode(t *testing.T, dir string) *redisServer {
+	t.Helper()
+	port := freePort(t)
+	ndir := filepath.Join(dir, strconv.Itoa(port))
+	return startRedis(t, ndir, port,
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(ndir, "nodes.conf"),
+		"--cluster-node-timeout", "5000", "--appendonly", "no")
+}
+
+func waitClusterOK(t *testing.T, n *redisServer) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, "cluster_state:ok on "+n.addr(), func() bool {
+		info, err := n.command("CLUSTER INFO")
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	})
 }
 
 // TestCluster runs the conformance suite, and Watch, against a real

@@ -13,7 +13,7 @@
 // Extend, Delete) that goroutines start while earlier ones are on their way
 // go together in one script call, each still atomic: under load, Redis then
 // pays the cost of a script call and a clock reading once per batch rather
-// than once per write.
+// than once per write (see Batching and proxies).
 //
 // A record is one string value under PREFIX + "r{H}", where H is a hash of
 // the scope and ID, read with one GET and written with one SET by each
@@ -29,6 +29,24 @@
 // Store also implements once.Lister, for operators, by SCAN over the
 // primaries: its cost grows with the whole database, not with the scope.
 // It skips keys that hold no record of this version (see Upgrading).
+//
+// # Batching and proxies
+//
+// A script call of several writes names the keys of all of them, so it needs
+// one server that holds them all. A redis+cluster:// store never batches, but
+// a redis:// URL may name a proxy that presents one endpoint and spreads keys
+// over several servers: Redis Enterprise without the OSS Cluster API,
+// twemproxy, Envoy's Redis proxy. Behind such a proxy, set the URL option
+// batch=off (Config.DisableBatching): every write is then a call of its own,
+// which the proxy routes by its one key. A proxy that refuses a call whose
+// keys are in different slots (CROSSSLOT, as a Redis Cluster node or the
+// Redis Enterprise proxy does) is handled without it: the store runs the
+// writes of the refused call one by one and stops batching. But twemproxy and
+// Envoy route a script by its first key and check no other: there, without
+// batch=off, a batch runs on its first key's server, and the records of the
+// other keys land where their later calls never look, so that those keys
+// can be claimed, and their effects run, twice. Batching pays only on one
+// server: when unsure what the URL names, turn it off.
 //
 // # Durability
 //
@@ -137,6 +155,11 @@ type Config struct {
 	WaitReplicas int
 	// WaitTimeout bounds that wait. Zero means DefaultWaitTimeout.
 	WaitTimeout time.Duration
+	// DisableBatching makes every write a script call of its own, even on a
+	// standalone server. Set it when the server is a proxy that spreads keys
+	// over several servers (see Batching and proxies in the package
+	// documentation). A cluster client never batches.
+	DisableBatching bool
 }
 
 // Store is a once.Store in Redis. It is safe for concurrent use.
@@ -147,7 +170,7 @@ type Store struct {
 	waitN  int64
 	waitMS int64
 	hub    *hub
-	batch  *batcher // nil in a cluster
+	batch  *batcher // nil in a cluster, or with DisableBatching
 	closed atomic.Bool
 }
 
@@ -191,6 +214,9 @@ func mergeConfig(base, url Config) Config {
 	if url.WaitTimeout != 0 {
 		base.WaitTimeout = url.WaitTimeout
 	}
+	if url.DisableBatching {
+		base.DisableBatching = true
+	}
 	return base
 }
 
@@ -231,7 +257,7 @@ func New(client rueidis.Client, cfg Config) (*Store, error) {
 	}
 	s.waitMS = max(1, wt.Milliseconds())
 	s.hub = newHub(client)
-	if client.Mode() != rueidis.ClientModeCluster {
+	if client.Mode() != rueidis.ClientModeCluster && !cfg.DisableBatching {
 		s.batch = &batcher{s: s}
 	}
 	return s, nil
@@ -443,7 +469,7 @@ func (s *Store) Close() error {
 // key, with the arguments that follow.
 func (s *Store) do(ctx context.Context, key string, args ...string) reply {
 	w := &write{ctx: ctx, key: key, args: args}
-	if s.batch != nil {
+	if s.batch != nil && !s.batch.off.Load() {
 		return s.batch.do(w)
 	}
 	s.send(ctx, []*write{w})

@@ -25,7 +25,7 @@ type Options struct {
 }
 
 // urlOptions are the query options ParseURL accepts, for error messages.
-const urlOptions = "prefix, wait_replicas, wait_timeout, dial_timeout, write_timeout, client_name, skip_verify"
+const urlOptions = "prefix, wait_replicas, wait_timeout, batch, dial_timeout, write_timeout, client_name, skip_verify"
 
 // ParseURL parses a store URL:
 //
@@ -36,9 +36,10 @@ const urlOptions = "prefix, wait_replicas, wait_timeout, dial_timeout, write_tim
 //
 // The port defaults to 6379 and the database to 0; a cluster has only
 // database 0. Options: prefix (key prefix, see Config.Prefix), wait_replicas
-// and wait_timeout (see Config), dial_timeout and write_timeout (Go
-// durations), client_name, and skip_verify (TLS only; true skips certificate
-// checks). An unknown option is an error. Errors never quote the URL, which
+// and wait_timeout (see Config), batch (on, the default, or off: see
+// Config.DisableBatching), dial_timeout and write_timeout (Go durations),
+// client_name, and skip_verify (TLS only; true skips certificate checks). An
+// unknown option is an error. Errors never quote the URL, which
 // may hold a password.
 func ParseURL(raw string) (Options, error) {
 	var o Options
@@ -175,6 +176,11 @@ func setOption(name, v string, o *Options) (err error) {
 		o.Config.WaitReplicas = n
 	case "wait_timeout":
 		o.Config.WaitTimeout, err = parseDuration(v)
+	case "batch":
+		if v != "on" && v != "off" {
+			return fmt.Errorf("%q: want on or off", v)
+		}
+		o.Config.DisableBatching = v == "off"
 	case "dial_timeout":
 		o.Client.Dialer.Timeout, err = parseDuration(v)
 	case "write_timeout":

@@ -36,6 +36,8 @@ func TestParseURL(t *testing.T) {
 			url:   "redis://h?prefix=app:&wait_replicas=2&wait_timeout=250ms",
 			addrs: []string{"h:6379"}, cfg: Config{Prefix: "app:", WaitReplicas: 2, WaitTimeout: 250 * time.Millisecond},
 		},
+		{url: "redis://h?batch=off", addrs: []string{"h:6379"}, cfg: Config{DisableBatching: true}},
+		{url: "redis://h?batch=on", addrs: []string{"h:6379"}},
 	}
 	for _, c := range cases {
 		o, err := ParseURL(c.url)
@@ -83,6 +85,7 @@ func TestParseURLErrors(t *testing.T) {
 		"redis://h?wait_timeout=soon":      "positive duration",
 		"redis://h?dial_timeout=-1s":       "positive duration",
 		"redis://h?skip_verify=true":       "TLS",
+		"redis://h?batch=false":            "want on or off",
 		"rediss://h?skip_verify=maybe":     "skip_verify",
 		"redis://h#frag":                   "fragment",
 		"redis://h?%zz":                    "query",

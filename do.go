@@ -28,8 +28,8 @@ const (
 )
 
 // ErrPanicked is returned to callers that were coalesced onto an execution
-// whose function panicked; the caller that started the execution gets the
-// panic itself.
+// whose function, or one of whose store calls, panicked; the caller that
+// started the execution gets the panic itself.
 var ErrPanicked = errors.New("once: function panicked")
 
 var (
@@ -224,6 +224,12 @@ func (e *Executor) Close() error {
 //     error; so does the caller that started the execution, unless fn ran on
 //     its goroutine, which then exits too.
 //
+// A store call (Claim, Complete, Release) that panics ends the execution as
+// a panic of fn does, except that the key is left as the store left it (a
+// lease it holds passes): the caller that started the execution panics with
+// the value, the other callers get ErrPanicked, and later callers of the key
+// start a new execution.
+//
 // Claim outcomes that do not run fn are errors of type *ClaimError wrapping
 // ErrInProgress, ErrAbandoned or ErrMismatch. A lost lease gives an error
 // wrapping ErrFenced and the result is not stored; store errors are returned
@@ -398,6 +404,7 @@ func (e *Executor) detach(f *flight) {
 // caller cannot leave: then handing it over would only cost two goroutine
 // switches.
 func (e *Executor) lead(f *flight) {
+	defer f.endOnPanic(true)
 	f.start = time.Now()
 	cr, err := e.claim(f)
 	if err != nil {
@@ -462,7 +469,7 @@ func (p *workers) loop(f *flight) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for f != nil {
-		f.e.drive(f)
+		p.drive(f)
 		f = nil // an idle worker must not keep the flight's result alive
 		idle.Reset(workerIdle)
 		select {
@@ -470,6 +477,41 @@ func (p *workers) loop(f *flight) {
 		case <-idle.C:
 		case <-p.quit:
 		}
+	}
+}
+
+// drive drives f on the worker. A panic (of a store call: fn's are
+// recovered by call) goes to the caller that started f, as fn's would, rather
+// than ending the process; if that caller has left, it is only logged.
+func (p *workers) drive(f *flight) {
+	defer f.endOnPanic(false)
+	f.e.drive(f)
+}
+
+// endOnPanic, deferred by the goroutine that drives f, ends f if that
+// goroutine is panicking (a store call panicked): otherwise the flight would
+// stay registered, every later caller of its key would join it and never
+// hear back, and Close would wait for it forever. The caller that started f
+// gets the panic, the others ErrPanicked. With repanic (on the caller's own
+// goroutine) the panic goes on from here. The key is not released: fn may
+// have run, and the store is in no state to be trusted with it; its lease
+// passes. A runtime.Goexit is no panic (recover returns nil): execute
+// ends the flight then.
+func (f *flight) endOnPanic(repanic bool) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	f.e.log.Error("once: store call panicked", "key", f.key.String(), "panic", r, "stack", string(debug.Stack()))
+	f.sh.mu.Lock()
+	finished := f.finished
+	f.sh.mu.Unlock()
+	if !finished {
+		f.panicked, f.panicVal = true, r
+		f.finish(Execution{}, nil)
+	}
+	if repanic {
+		panic(r)
 	}
 }
 

@@ -478,6 +478,109 @@ func TestDoPanicWaitersGetError(t *testing.T) {
 	}
 }
 
+// panickyStore panics in one call of one method: the Claim or Complete
+// numbered at (from 1), once hold is closed.
+type panickyStore struct {
+	once.Store
+	method string
+	at     int64
+	hold   chan struct{}
+	calls  atomic.Int64
+}
+
+func (s *panickyStore) maybePanic(method string) {
+	if method == s.method && s.calls.Add(1) == s.at {
+		<-s.hold
+		panic("store boom")
+	}
+}
+
+func (s *panickyStore) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
+	s.maybePanic("Claim")
+	return s.Store.Claim(ctx, req)
+}
+
+func (s *panickyStore) Complete(ctx context.Context, key once.Key, token uint64, res once.Result) error {
+	s.maybePanic("Complete")
+	return s.Store.Complete(ctx, key, token, res)
+}
+
+// A store call that panics ends the execution: the caller that started it
+// panics, a caller that joined it gets ErrPanicked, the key takes new
+// callers (who get the store's answer) and Close returns. Without that, net/http
+// recovering the caller's panic would leave the key and Close wedged.
+func TestDoStorePanics(t *testing.T) {
+	cancellable, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tc := range []struct {
+		name   string
+		method string
+		at     int64
+		ctx    context.Context // Background: fn on the caller's goroutine; cancellable: on a worker
+		held   bool            // the key is held by another process at first: the panic is a re-claim's
+		// attempts of the later Do that works: 1 if the key was never
+		// acquired, 2 if it was (taken over once its lease passed)
+		attempts uint32
+	}{
+		{"FirstClaim", "Claim", 1, context.Background(), false, 1},
+		{"ReClaimOnCallersGoroutine", "Claim", 2, context.Background(), true, 2},
+		{"ReClaimOnWorker", "Claim", 2, cancellable, true, 2},
+		{"CompleteOnCallersGoroutine", "Complete", 1, context.Background(), false, 2},
+		{"CompleteOnWorker", "Complete", 1, cancellable, false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			mem := memstore.New(memstore.Config{Clock: clock.Now})
+			st := &panickyStore{Store: mem, method: tc.method, at: tc.at, hold: make(chan struct{})}
+			const lease = time.Minute
+			ex := once.New(st, once.Config{Lease: lease, Abandoned: once.AbandonRetry})
+			key := once.Key{ID: "store-panic"}
+			if tc.held {
+				other := newExecutor(t, mem, once.Config{Lease: lease})
+				b := newBlocker("other")
+				got := doAsync(context.Background(), other, key, nil, func(ctx context.Context) (once.Result, error) {
+					b.fn(ctx)
+					return once.Result{}, once.Abandon(errors.New("died"))
+				})
+				<-b.started
+				defer func() { close(b.release); <-got }()
+			}
+			panicked := make(chan any, 1)
+			go func() {
+				defer func() { panicked <- recover() }()
+				ex.Do(tc.ctx, key, nil, returns("first"))
+			}()
+			eventually(t, "flight started", func() bool { return ex.Callers(key) == 1 })
+			joined := doAsync(context.Background(), ex, key, nil, mustNotRun(t))
+			eventually(t, "a caller joined", func() bool { return ex.Callers(key) == 2 })
+			close(st.hold)
+			if r := <-panicked; r != "store boom" {
+				t.Errorf("caller recovered %v, want the store's panic", r)
+			}
+			if a := <-joined; !errors.Is(a.err, once.ErrPanicked) {
+				t.Errorf("joined caller got %+v, %v; want ErrPanicked", a.x, a.err)
+			}
+			if n := ex.Callers(key); n != 0 {
+				t.Errorf("%d callers still on the key's execution, want it ended", n)
+			}
+			clock.Advance(lease)
+			ctx, cancelDo := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancelDo()
+			x, err := ex.Do(ctx, key, nil, returns("later"))
+			if err != nil || string(x.Data) != "later" || x.Attempts != tc.attempts {
+				t.Errorf("later Do = %+v, %v; want a fresh run, attempt %d", x, err, tc.attempts)
+			}
+			closed := make(chan struct{})
+			go func() { ex.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not return")
+			}
+		})
+	}
+}
+
 func TestDoHeartbeatKeepsLease(t *testing.T) {
 	st := memstore.New(memstore.Config{})
 	const lease = 150 * time.Millisecond

@@ -140,6 +140,7 @@ type Executor struct {
 	shards  [flightShards]flightShard
 	workers workers
 	renew   renewals
+	bounds  bounds // of store calls: each Executor its own (see bounds)
 }
 
 type flightShard struct {
@@ -796,19 +797,21 @@ func (e *Executor) finishOp(f *flight, op func(context.Context) error) error {
 // flight's values, and a deadline finishTimeout (to finishTimeout + opGrain)
 // away as its only cancellation.
 func (f *flight) opContext() context.Context {
-	return opContext{Context: f.values, bound: opBounds.get(time.Now())}
+	return opContext{Context: f.values, bound: f.e.bounds.get(time.Now())}
 }
 
 // opGrain is how long the store calls that start one after another share a
 // deadline.
 const opGrain = finishTimeout / 100
 
-// opBounds hands out the deadlines of store calls. A context.WithTimeout per
-// call would cost a timer per call; calls made within the same opGrain share
-// one instead, which is enough for a bound that only keeps a key from being
-// wedged.
-var opBounds bounds
-
+// bounds hands out the deadlines of an Executor's store calls. A
+// context.WithTimeout per call would cost a timer per call; calls made within
+// the same opGrain share one instead, which is enough for a bound that only
+// keeps a key from being wedged. They are not shared across Executors, which
+// stay independent: under testing/synctest, where every bubble starts at the
+// same fake time, a bound shared by Executors in two bubbles would be
+// handed out in the second, whose store would then wait on the first's
+// channel.
 type bounds struct {
 	cur atomic.Pointer[bound]
 	mu  sync.Mutex

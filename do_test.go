@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/oncehq/once"
@@ -1183,4 +1184,35 @@ func TestDoWorkersExitOnClose(t *testing.T) {
 	wg.Wait()
 	ex.Close()
 	eventually(t, "workers to exit", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// ctxStore makes its Claims select on ctx.Done(), as a store that waits for
+// a lock or a connection does.
+type ctxStore struct{ once.Store }
+
+func (s ctxStore) Claim(ctx context.Context, req once.ClaimRequest) (once.ClaimResult, error) {
+	select {
+	case <-ctx.Done():
+		return once.ClaimResult{}, ctx.Err()
+	default:
+	}
+	return s.Store.Claim(ctx, req)
+}
+
+// Executors share no deadline of store calls. Under testing/synctest every
+// bubble starts at the same fake time, so one shared across Executors (a
+// package-level one) was reused by the next bubble, and a store that
+// selected on its Done channel crashed the test binary (receive on a
+// synctest channel from outside its bubble).
+func TestDoExecutorsInSyncTestBubbles(t *testing.T) {
+	for i := range 2 {
+		synctest.Test(t, func(t *testing.T) {
+			ex := once.New(ctxStore{memstore.New(memstore.Config{})}, once.Config{})
+			defer ex.Close()
+			x, err := ex.Do(context.Background(), once.Key{ID: "bubble"}, nil, returns(strconv.Itoa(i)))
+			if err != nil || string(x.Data) != strconv.Itoa(i) {
+				t.Errorf("bubble %d: Do = %+v, %v", i, x, err)
+			}
+		})
+	}
 }

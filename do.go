@@ -125,8 +125,10 @@ type Execution struct {
 
 // Executor runs functions once per key over a Store. Callers of one key in one
 // process are coalesced onto a single execution and a single store round trip;
-// callers in other processes wait for it through the store. An Executor is safe
-// for concurrent use.
+// callers in other processes wait for it through the store. Functions run on
+// their caller's goroutine or on worker goroutines that the Executor reuses
+// from one execution to the next (see Do for what that means for fn). An
+// Executor is safe for concurrent use.
 type Executor struct {
 	store   Store
 	cfg     Config
@@ -202,13 +204,22 @@ func (e *Executor) Close() error {
 // (their contexts are done), or when the lease is lost (context.Cause wraps
 // ErrFenced), or when the lease could not be renewed before it passed. A
 // caller whose ctx ends while it waits for the execution leaves at once with
-// ctx.Err(), so fn runs in a goroutine of its own; but when ctx can never be
+// ctx.Err(), so fn runs on a worker goroutine; but when ctx can never be
 // cancelled (ctx.Done() is nil, as for context.Background or
 // context.WithoutCancel) the caller waits for fn in any case, and fn runs on
 // the caller's goroutine. The first store call of a key (the Claim that
 // decides whether fn runs) is made on the caller's goroutine and is not cut
 // short, because a Claim abandoned half-way may still have acquired the key.
 // It is bounded by the store's own timeouts.
+//
+// A worker is a goroutine of the Executor's that has run other functions
+// before and runs others after, for other callers and keys, and what fn
+// leaves on it stays for them. An fn that calls runtime.LockOSThread must
+// call runtime.UnlockOSThread before it returns, or the thread stays locked
+// to the worker, under later functions. A worker has the pprof labels of the
+// caller it was started for (or that an earlier fn set), not those of the
+// caller whose fn it runs: an fn profiled by label sets its own, e.g. with
+// pprof.Do(ctx, …), since its ctx has its caller's values and so its labels.
 //
 // The outcome of fn decides the key's state:
 //   - nil error: the result is stored (Complete) and returned.

@@ -63,16 +63,11 @@ func postBody(t *testing.T, e *env, key, body string, chunked bool) reply {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
-	res, err := client.Do(req)
+	r, err := readReply(client.Do(req))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reply{status: res.StatusCode, header: res.Header, body: string(b)}
+	return r
 }
 
 // A body shorter than its Content-Length gets 400, nothing forwarded.
@@ -155,16 +150,11 @@ func dialRaw(t *testing.T, e *env) *rawConn {
 // reply reads the next response.
 func (c *rawConn) reply() reply {
 	c.t.Helper()
-	res, err := http.ReadResponse(c.br, nil)
+	r, err := readReply(http.ReadResponse(c.br, nil))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return reply{status: res.StatusCode, header: res.Header, body: string(b)}
+	return r
 }
 
 // A request that declares a large body but has sent none of it makes the

@@ -101,7 +101,11 @@ func try(method, url, body string, headers ...string) (reply, error) {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
-	res, err := client.Do(req)
+	return readReply(client.Do(req))
+}
+
+// readReply reads res whole, or passes err on.
+func readReply(res *http.Response, err error) (reply, error) {
 	if err != nil {
 		return reply{}, err
 	}

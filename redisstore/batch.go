@@ -61,10 +61,13 @@ const (
 // clock once, as alone, in one round trip; sharing a call only saves Redis
 // the work that every script call costs (EVALSHA, TIME) and the client that
 // of a command per write. In a cluster the keys of one call must share a
-// slot, so there every write goes alone.
+// slot, so there every write goes alone; on a standalone client they must
+// all reach one server, which safe makes sure of.
 type batcher struct {
 	s        *Store
-	off      atomic.Bool // a call of several writes was refused (CROSSSLOT)
+	mode     atomic.Int32 // a Batching: BatchAuto until the probe answers, BatchOff after CROSSSLOT
+	probing  sync.Mutex   // held while the probe runs; guards retryAt
+	retryAt  time.Time    // no probe before then: the last one got no answer
 	mu       sync.Mutex
 	queue    []*write
 	inFlight int
@@ -110,7 +113,11 @@ func (b *batcher) next() {
 	b.mu.Unlock()
 	go func() {
 		ctx, cancel := batchContext(batch)
-		b.s.send(ctx, batch)
+		if len(batch) > 1 && !b.safe(ctx) {
+			b.s.sendEach(batch)
+		} else {
+			b.s.send(ctx, batch)
+		}
 		cancel()
 		b.next()
 	}()
@@ -180,10 +187,8 @@ func (s *Store) send(ctx context.Context, batch []*write) {
 	}
 	msg, ran, err := s.call(ctx, writeScript, keys, args)
 	if !ran && len(batch) > 1 && isRedisErr(err, "CROSSSLOT") {
-		s.batch.off.Store(true)
-		for _, w := range batch {
-			s.send(w.ctx, []*write{w})
-		}
+		s.batch.mode.Store(int32(BatchOff))
+		s.sendEach(batch)
 		return
 	}
 	var r []rueidis.RedisMessage
@@ -200,6 +205,13 @@ func (s *Store) send(ctx context.Context, batch []*write) {
 		if w.done != nil {
 			close(w.done)
 		}
+	}
+}
+
+// sendEach runs the writes of batch one by one, each a call of its own.
+func (s *Store) sendEach(batch []*write) {
+	for _, w := range batch {
+		s.send(w.ctx, []*write{w})
 	}
 }
 

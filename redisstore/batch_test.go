@@ -19,6 +19,9 @@ func TestBatchedWrites(t *testing.T) {
 	needBinaries(t, "redis-server")
 	srv := startRedis(t, t.TempDir(), freePort(t))
 	s := openTest(t, "redis://"+srv.addr()+"/0", Config{})
+	if m := batchMode(s); m != BatchOn {
+		t.Fatalf("batching mode %d after Open of a direct Redis, want BatchOn", m)
+	}
 	bad := once.Key{ID: "bad"}
 	if err := s.client.Do(ctx, s.client.B().Set().Key(s.recordKey(bad)).Value("not a record").Build()).Error(); err != nil {
 		t.Fatal(err)
@@ -116,7 +119,7 @@ func TestCrossSlotFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if !b.off.Load() {
+		if batchMode(s) != BatchOff {
 			t.Fatal("the store still batches after CROSSSLOT")
 		}
 		if info, err := srv.command("INFO errorstats"); err != nil || !strings.Contains(info, "errorstat_CROSSSLOT:count=1") {
@@ -126,7 +129,7 @@ func TestCrossSlotFallback(t *testing.T) {
 	t.Run("UnderLoad", func(t *testing.T) {
 		s := openTest(t, url, Config{})
 		inParallel(t, 64, 10, func(id string) error { return claimComplete(s, once.Key{ID: id}) })
-		if !s.batch.off.Load() {
+		if batchMode(s) != BatchOff {
 			t.Fatal("no batch was refused: did no batch form?")
 		}
 	})

@@ -27,6 +27,9 @@ type Options struct {
 // urlOptions are the query options ParseURL accepts, for error messages.
 const urlOptions = "prefix, wait_replicas, wait_timeout, batch, dial_timeout, write_timeout, client_name, skip_verify"
 
+// batchModes are the values of the option batch.
+var batchModes = map[string]Batching{"auto": BatchAuto, "on": BatchOn, "off": BatchOff}
+
 // ParseURL parses a store URL:
 //
 //	redis://[user:pass@]host[:port][/db][?options]
@@ -36,11 +39,13 @@ const urlOptions = "prefix, wait_replicas, wait_timeout, batch, dial_timeout, wr
 //
 // The port defaults to 6379 and the database to 0; a cluster has only
 // database 0. Options: prefix (key prefix, see Config.Prefix), wait_replicas
-// and wait_timeout (see Config), batch (on, the default, or off: see
-// Config.DisableBatching), dial_timeout and write_timeout (Go durations),
+// and wait_timeout (see Config), batch (see Config.Batching: auto, the
+// default, batches once a probe finds that keys reach one server; on batches
+// without asking, only for a direct connection to one Redis primary; off
+// never batches), dial_timeout and write_timeout (Go durations),
 // client_name, and skip_verify (TLS only; true skips certificate checks). An
-// unknown option is an error. Errors never quote the URL, which
-// may hold a password.
+// unknown option is an error. Errors never quote the URL, which may hold a
+// password.
 func ParseURL(raw string) (Options, error) {
 	var o Options
 	scheme, rest, ok := strings.Cut(raw, "://")
@@ -177,10 +182,11 @@ func setOption(name, v string, o *Options) (err error) {
 	case "wait_timeout":
 		o.Config.WaitTimeout, err = parseDuration(v)
 	case "batch":
-		if v != "on" && v != "off" {
-			return fmt.Errorf("%q: want on or off", v)
+		m, ok := batchModes[v]
+		if !ok {
+			return fmt.Errorf("%q: want auto, on or off", v)
 		}
-		o.Config.DisableBatching = v == "off"
+		o.Config.Batching = m
 	case "dial_timeout":
 		o.Client.Dialer.Timeout, err = parseDuration(v)
 	case "write_timeout":

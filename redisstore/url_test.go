@@ -36,8 +36,9 @@ func TestParseURL(t *testing.T) {
 			url:   "redis://h?prefix=app:&wait_replicas=2&wait_timeout=250ms",
 			addrs: []string{"h:6379"}, cfg: Config{Prefix: "app:", WaitReplicas: 2, WaitTimeout: 250 * time.Millisecond},
 		},
-		{url: "redis://h?batch=off", addrs: []string{"h:6379"}, cfg: Config{DisableBatching: true}},
-		{url: "redis://h?batch=on", addrs: []string{"h:6379"}},
+		{url: "redis://h?batch=off", addrs: []string{"h:6379"}, cfg: Config{Batching: BatchOff}},
+		{url: "redis://h?batch=on", addrs: []string{"h:6379"}, cfg: Config{Batching: BatchOn}},
+		{url: "redis://h?batch=auto", addrs: []string{"h:6379"}},
 	}
 	for _, c := range cases {
 		o, err := ParseURL(c.url)
@@ -85,7 +86,7 @@ func TestParseURLErrors(t *testing.T) {
 		"redis://h?wait_timeout=soon":      "positive duration",
 		"redis://h?dial_timeout=-1s":       "positive duration",
 		"redis://h?skip_verify=true":       "TLS",
-		"redis://h?batch=false":            "want on or off",
+		"redis://h?batch=false":            "want auto, on or off",
 		"rediss://h?skip_verify=maybe":     "skip_verify",
 		"redis://h#frag":                   "fragment",
 		"redis://h?%zz":                    "query",
@@ -109,6 +110,22 @@ func TestParseURLErrors(t *testing.T) {
 	}
 }
 
+// TestMergeBatching: batch= in the URL overrides Config.Batching; a URL
+// without it keeps the Config's.
+func TestMergeBatching(t *testing.T) {
+	for _, c := range []struct{ cfg, url, want Batching }{
+		{BatchOn, BatchAuto, BatchOn},
+		{BatchOff, BatchAuto, BatchOff},
+		{BatchOn, BatchOff, BatchOff},
+		{BatchOff, BatchOn, BatchOn},
+		{BatchAuto, BatchOn, BatchOn},
+	} {
+		if got := mergeConfig(Config{Batching: c.cfg}, Config{Batching: c.url}).Batching; got != c.want {
+			t.Errorf("Config %d, URL %d: %d, want %d", c.cfg, c.url, got, c.want)
+		}
+	}
+}
+
 func TestOpenUnreachable(t *testing.T) {
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -125,6 +142,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := New(nil, Config{WaitReplicas: -1}); !errors.Is(err, once.ErrInvalidArgument) {
 		t.Errorf("negative WaitReplicas: %v", err)
+	}
+	if _, err := New(nil, Config{Batching: BatchOff + 1}); !errors.Is(err, once.ErrInvalidArgument) {
+		t.Errorf("unknown Batching: %v", err)
 	}
 }
 

@@ -115,22 +115,17 @@ func (s *Store) writer() {
 	defer s.wg.Done()
 	b := &batch{s: s, ops: make([]*op, 0, maxBatch), pending: map[string]int{}}
 	for {
-		if s.carry != nil && !s.waitCheckpoint() {
-			b.ops = append(b.ops[:0], s.carry)
-			s.carry = nil
-			s.fill(b)
-			b.commit()
-			continue
-		}
 		queue := s.queue
 		if s.waitCheckpoint() {
 			queue = nil
 		}
+		if s.carry != nil && queue != nil {
+			b.commitFrom(s.takeCarry())
+			continue
+		}
 		select {
 		case o := <-queue:
-			b.ops = append(b.ops[:0], o)
-			s.fill(b)
-			b.commit()
+			b.commitFrom(o)
 			s.settle()
 		case m := <-s.ctl:
 			s.control(m)
@@ -138,18 +133,29 @@ func (s *Store) writer() {
 		case <-s.stop:
 			// Close set closed before stop: nothing more can be queued.
 			for s.carry != nil || len(s.queue) > 0 {
-				if s.carry != nil {
-					b.ops = append(b.ops[:0], s.carry)
-					s.carry = nil
-				} else {
-					b.ops = append(b.ops[:0], <-s.queue)
+				o := s.takeCarry()
+				if o == nil {
+					o = <-s.queue
 				}
-				s.fill(b)
-				b.commit()
+				b.commitFrom(o)
 			}
 			return
 		}
 	}
+}
+
+// commitFrom commits a batch that starts with first and takes what is queued.
+func (b *batch) commitFrom(first *op) {
+	b.ops = append(b.ops[:0], first)
+	b.s.fill(b)
+	b.commit()
+}
+
+// takeCarry returns the operation carried over from the last batch, if any.
+func (s *Store) takeCarry() *op {
+	o := s.carry
+	s.carry = nil
+	return o
 }
 
 // waitCheckpoint reports whether the writer must take no operation until a

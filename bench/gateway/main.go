@@ -10,7 +10,9 @@
 // connections dialled beforehand, and counts upstream calls and distinct
 // answers.
 //
-//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file[,mem,redis://...,postgres://...]] [-log json]
+//	go run ./bench/gateway [-clients 32] [-rounds 6] [-duration 2s] [-store file[,mem,redis://...,postgres://...]] [-log json] [-procs]
+//
+// With -procs, each part runs in a process of its own (see procs.go).
 package main
 
 import (
@@ -51,7 +53,25 @@ func main() {
 	latency := flag.Duration("latency", 100*time.Millisecond, "upstream latency in the coalescing check")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	logFormat := flag.String("log", "json", "gateway request log: json (once serve's handler, to io.Discard) or none")
+	procs := flag.Bool("procs", false, "run the upstream, the bare proxy, each gateway (the once serve binary) and each round's load in processes of their own")
+	role := flag.String("role", "", "internal (-procs): run one part: upstream, bare or load")
+	listen := flag.String("listen", "", "internal (-procs): address of the upstream or bare proxy")
+	target := flag.String("target", "", "internal (-procs): URL the bare proxy or the load goes to")
 	flag.Parse()
+	if *role != "" {
+		if err := runRole(*role, *listen, *target, *clients, *duration); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *procs {
+		if err := runProcs(*clients, *rounds, *duration, *storeKind); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -357,7 +377,7 @@ func report(bare *result, onces []*result) {
 			fmt.Printf("  throughput ratio to %s: %.2f\n", onces[0].name, median(ot)/median(onces[0].throughputs()))
 		}
 		fmt.Printf("  added latency: p50 %v, p99 %v\n", round3(pct(ol, .5)-pct(bl, .5)), round3(pct(ol, .99)-pct(bl, .99)))
-		fmt.Printf("  CPU per request (clients + proxy + upstream, one process): once/bare %.2f, once adds %v\n",
+		fmt.Printf("  CPU per request (clients + proxy + upstream): once/bare %.2f, once adds %v\n",
 			float64(o.cpuPerRequest())/float64(bare.cpuPerRequest()), (o.cpuPerRequest() - bare.cpuPerRequest()).Round(time.Microsecond))
 	}
 	fmt.Println()

@@ -195,7 +195,7 @@ var errCheckpoint = errors.New("checkpoints are failing")
 // checkpoint runs one checkpoint through the writer.
 func (c *checkpointer) checkpoint() error {
 	s := c.s
-	if n, _ := s.ov.size(); n == 0 && len(c.retiring) == 0 {
+	if s.ov.len() == 0 && len(c.retiring) == 0 {
 		return nil
 	}
 	// Offer the writer a new segment only if the last switch was covered:
@@ -398,9 +398,9 @@ func (a *applier) flush() error {
 			if m.from.Equal(m.to) {
 				continue
 			}
-			dels = append(dels, append(appendPurgeTime(nil, m.from), k...))
+			dels = append(dels, appendPurgeKey(nil, m.from, k))
 		}
-		puts = append(puts, append(appendPurgeTime(nil, m.to), k...))
+		puts = append(puts, appendPurgeKey(nil, m.to, k))
 	}
 	clear(a.moves)
 	slices.SortFunc(dels, bytes.Compare)

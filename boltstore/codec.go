@@ -281,10 +281,10 @@ func appendPurgeTime(dst []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint32(dst, uint32(t.Nanosecond()))
 }
 
-// appendPurgeKey appends the purge index key of a record: its purge time,
-// then its bolt key.
-func appendPurgeKey(dst []byte, r *once.Record, key []byte) []byte {
-	return append(appendPurgeTime(dst, r.PurgeAt()), key...)
+// appendPurgeKey appends the purge index key of the record under the bolt
+// key key that is purged at t: t, then key.
+func appendPurgeKey[K string | []byte](dst []byte, t time.Time, key K) []byte {
+	return append(appendPurgeTime(dst, t), key...)
 }
 
 // purgeTimeOf decodes only what the purge time of the stored record v

@@ -35,11 +35,11 @@ func (ov *overlay) get(k []byte) ([]byte, bool) {
 	return e.val, ok
 }
 
-// size returns the number of keys and bytes in the overlay.
-func (ov *overlay) size() (int, int) {
+// len returns the number of keys in the overlay.
+func (ov *overlay) len() int {
 	ov.mu.RLock()
 	defer ov.mu.RUnlock()
-	return len(ov.m), ov.bytes
+	return len(ov.m)
 }
 
 // appendTagged appends the overlay key of (scope, id) under tag.

@@ -26,7 +26,7 @@ func checkIndex(tb testing.TB, s *Store) {
 			if err != nil {
 				return err
 			}
-			if purge.Get(appendPurgeKey(nil, r, k)) == nil {
+			if purge.Get(appendPurgeKey(nil, r.PurgeAt(), k)) == nil {
 				tb.Errorf("record %v has no purge entry at %v", r.Key, r.PurgeAt())
 			}
 			return nil

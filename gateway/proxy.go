@@ -42,6 +42,7 @@ func newProxy(target *url.URL, transport http.RoundTripper, timeout time.Duratio
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
+			inMemoryBody(pr)
 		},
 		Transport:      transport,
 		ModifyResponse: watchBody,
@@ -133,4 +134,19 @@ func classifyRead(err error) error {
 		return once.Abandon(fmt.Errorf("%w: reading the response: %v", oncehttp.ErrUpstreamTimeout, err))
 	}
 	return once.Abandon(fmt.Errorf("%w: reading the response: %v", oncehttp.ErrUpstreamFailed, err))
+}
+
+// inMemoryBody gives the upstream request a body that net/http knows to be
+// in memory when the middleware has buffered it (GetBody is set then: a
+// server's own requests have none). The proxy wraps every body in a reader
+// of its own, on which the Transport writes the request head and flushes it
+// before the body; on a bytes.Reader it writes both at once: one system
+// call, and one wake-up of the upstream, less per request.
+func inMemoryBody(pr *httputil.ProxyRequest) {
+	if pr.Out.Body == nil || pr.In.GetBody == nil {
+		return
+	}
+	if b, err := pr.In.GetBody(); err == nil {
+		pr.Out.Body = b
+	}
 }

@@ -43,6 +43,7 @@ func newProxy(target *url.URL, transport http.RoundTripper, timeout time.Duratio
 			pr.SetURL(target)
 			pr.SetXForwarded()
 			inMemoryBody(pr)
+			noResend(pr.Out)
 		},
 		Transport:      transport,
 		ModifyResponse: watchBody,
@@ -148,5 +149,30 @@ func inMemoryBody(pr *httputil.ProxyRequest) {
 	}
 	if b, err := pr.In.GetBody(); err == nil {
 		pr.Out.Body = b
+	}
+}
+
+// noResend stops net/http's Transport from sending a request a second time
+// on its own. It resends a request that failed on a kept-alive connection
+// before any response came, when the request is "idempotent", which for it
+// includes any method whose Header map holds an Idempotency-Key or
+// X-Idempotency-Key entry: the upstream may have read the request and acted
+// on it before the connection broke, and a second send would be a second
+// execution of a keyed request. The keys are moved to lowercase entries,
+// which the Transport does not look for and writes as they are (header
+// names are case-insensitive: RFC 9110, section 5.1). A request the
+// Transport could not write at all is still resent (that needs no
+// idempotency, only GetBody); one it wrote is not, and fails: its outcome
+// is unknown.
+func noResend(r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return // resending these is the upstream's contract
+	}
+	for _, k := range [...]string{"Idempotency-Key", "X-Idempotency-Key"} {
+		if v, ok := r.Header[k]; ok {
+			delete(r.Header, k)
+			r.Header[strings.ToLower(k)] = v
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,53 @@ func TestUpstreamBreaksAfterSend(t *testing.T) {
 	}
 	if n := hs.calls.Load(); n != 1 {
 		t.Fatalf("upstream called %d times, want 1", n)
+	}
+}
+
+// 8. The same on a kept-alive connection, where net/http's Transport would
+// send a request with an Idempotency-Key again on its own when the
+// connection breaks before the response: the upstream must see it once.
+func TestUpstreamBreaksAfterSendOnKeptAliveConnection(t *testing.T) {
+	for _, body := range []string{`{"qty":1}`, ""} {
+		var breaks atomic.Int64
+		hs := start(t, gateway.Config{Lease: time.Hour, Wait: once.NoWait}, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/break" {
+				w.WriteHeader(201)
+				return
+			}
+			breaks.Add(1)
+			io.ReadAll(r.Body)
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+		})
+		// The first request leaves a kept-alive connection to the upstream.
+		if r := hs.post("warm", "{}"); r.status != 201 {
+			t.Fatalf("warm-up: %d %s", r.status, r.body)
+		}
+		r := hs.do("POST", "/break", body, "Idempotency-Key", "b", "Content-Type", "application/json")
+		wantProblem(t, r, 502, "upstream-failed")
+		if !strings.Contains(r.body, `"outcome":"unknown"`) {
+			t.Fatalf("body %q: problem does not say the outcome is unknown: %s", body, r.body)
+		}
+		if n := breaks.Load(); n != 1 {
+			t.Fatalf("body %q: upstream got the request %d times, want 1", body, n)
+		}
+	}
+}
+
+// The upstream gets the key under its name, whatever the case in which the
+// gateway writes it (header names are case-insensitive).
+func TestForwardedKeyHeader(t *testing.T) {
+	var got []string
+	hs := start(t, gateway.Config{}, func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Idempotency-Key")+"|"+r.Header.Get("X-Idempotency-Key"))
+		w.WriteHeader(201)
+	})
+	hs.post("k1", "{}", "X-Idempotency-Key", "x1")
+	hs.do("GET", "/orders", "", "Idempotency-Key", "k2")
+	if want := []string{"k1|x1", "k2|"}; !slices.Equal(got, want) {
+		t.Fatalf("upstream saw %q, want %q", got, want)
 	}
 }
 

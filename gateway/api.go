@@ -32,6 +32,12 @@ func (g *Gateway) newAPI() *http.ServeMux {
 		}
 		writeStatus(w, http.StatusOK, "ready")
 	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		oncehttp.WriteProblem(w, oncehttp.Problem{
+			Type: oncehttp.ProblemTypeBase + "not-found", Title: "Not found", Status: http.StatusNotFound,
+			Detail: "no such endpoint: " + r.Method + " " + r.URL.Path + " (the operator API serves GET /metrics, /healthz, /readyz and /v1/)",
+		})
+	})
 	return mux
 }
 

@@ -216,20 +216,39 @@ func (g *Gateway) server(h http.Handler) *http.Server {
 }
 
 // shutdown stops the proxy first, so that in-flight requests complete their
-// records, then the executors and the operator API.
+// records, then the executors and the operator API, all within
+// Config.ShutdownTimeout. A request still in flight then is left as a crash
+// would leave it: its key stays in progress until its lease ends, and is
+// abandoned then (a retry gets outcome-unknown, or executes again under
+// Abandoned retry); shutdown returns ErrShutdownTimeout.
 func (g *Gateway) shutdown(proxySrv, apiSrv *http.Server) error {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
 	if proxySrv != nil {
-		errs = append(errs, proxySrv.Shutdown(ctx))
+		if err := proxySrv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
 	}
-	errs = append(errs, g.Close())
+	closed := make(chan error, 1)
+	go func() { closed <- g.Close() }()
+	select {
+	case err := <-closed:
+		errs = append(errs, err)
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("%w (%v): requests still in flight are left in progress; their keys are abandoned when their leases end", ErrShutdownTimeout, g.cfg.ShutdownTimeout))
+	}
 	if apiSrv != nil {
-		errs = append(errs, apiSrv.Shutdown(ctx))
+		if err := apiSrv.Shutdown(ctx); err != nil {
+			apiSrv.Close()
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// ErrShutdownTimeout is returned by Serve when requests were still in flight
+// at the end of Config.ShutdownTimeout.
+var ErrShutdownTimeout = errors.New("gateway: shutdown timeout")
 
 // Close closes the gateway's executors, waiting for executions in flight. It
 // does not close the store. It is safe to call more than once.

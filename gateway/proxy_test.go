@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -290,6 +291,12 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Errorf("%s: %d %v", path, r.status, err)
 		}
 	}
+	// Any other path on the operator API: a problem, like everything else.
+	if r, err := send("GET", hs.api+"/nothing", ""); err != nil {
+		t.Error(err)
+	} else {
+		wantProblem(t, r, 404, "not-found")
+	}
 	// The API is not on the proxy: /metrics there belongs to the upstream.
 	if r := hs.do("GET", "/metrics", ""); strings.Contains(r.body, "once_requests_total") {
 		t.Error("metrics served on the proxy port")
@@ -404,6 +411,32 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if _, err := send("POST", hs.proxy+"/orders", "{}", "Idempotency-Key", "late"); err == nil {
 		t.Fatal("the proxy still accepts after shutdown")
+	}
+}
+
+// 13. A request still in flight when the shutdown timeout ends does not hold
+// the gateway up: Serve returns ErrShutdownTimeout, and the key is left in
+// progress, as a crash would leave it.
+func TestShutdownTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	hs := start(t, gateway.Config{ShutdownTimeout: 200 * time.Millisecond}, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		created(w, r)
+	})
+	go send("POST", hs.proxy+"/orders", "{}", "Idempotency-Key", "slow")
+	waitFor(t, func() bool { return hs.calls.Load() == 1 })
+	start := time.Now()
+	err := hs.stop()
+	if !errors.Is(err, gateway.ErrShutdownTimeout) {
+		t.Fatalf("Serve returned %v, want ErrShutdownTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v with a 200ms timeout", d)
+	}
+	rec, err := hs.store.Get(context.Background(), once.Key{ID: "slow"})
+	if err != nil || rec.State != once.StateInProgress {
+		t.Fatalf("record after shutdown: %v %v, want in progress", rec.State, err)
 	}
 }
 

@@ -64,7 +64,7 @@ func (c *serveCommand) flags() *flag.FlagSet {
 	fs.Var(&c.maxResponseBody, "max-response-body", "largest response body `size` stored for replay, e.g. 1MiB (larger: streamed, not replayable)")
 	fs.StringVar(&c.config, "config", "", "YAML file: per-route rules and defaults for these flags")
 	fs.DurationVar(&c.upstreamTimeout, "upstream-timeout", gateway.DefaultUpstreamTimeout, "bound on one upstream call (past it: 504, outcome unknown)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish (then once exits 1, their keys left to become abandoned)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	c.apiTokens = tokensValue{}
 	fs.Var(c.apiTokens, "api-token", "key API bearer token and the scope of its keys, `TOKEN=SCOPE` (repeatable; SCOPE * may name any scope); without any, the key API answers loopback clients only")
@@ -213,6 +213,12 @@ func (c *serveCommand) gatewayConfig() (gateway.Config, serveAddrs, error) {
 	if strings.TrimSpace(c.scopeHeader) == "" {
 		return gateway.Config{}, serveAddrs{}, usageError("--scope-header: empty; name a header, e.g. Authorization")
 	}
+	if !isToken(c.scopeHeader) {
+		return gateway.Config{}, serveAddrs{}, usageError(fmt.Sprintf("--scope-header %q: not a header name (letters, digits and !#$%%&'*+-.^_`|~ only), e.g. Authorization", c.scopeHeader))
+	}
+	if c.ttl < c.lease {
+		cfg.Logger.Warn("once serve: --ttl is shorter than --lease: a key is kept until its lease deadline at least", "ttl", c.ttl.String(), "lease", c.lease.String())
+	}
 	addrs := serveAddrs{api: c.apiListen}
 	if c.upstream != "" {
 		u, err := url.Parse(c.upstream)
@@ -304,4 +310,15 @@ func (p *policyValue) Set(v string) error {
 	}
 	*p = policyValue(pol)
 	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110, section 5.6.2), the
+// syntax of a header name.
+func isToken(s string) bool {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -102,6 +102,7 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"--upstream", "http://x", "--methods", ","}, "methods"},
 		{[]string{"--upstream", "http://x", "--lease", "0s"}, "--lease"},
 		{[]string{"--upstream", "http://x", "--log-level", "loud"}, "--log-level"},
+		{[]string{"--upstream", "http://x", "--scope-header", "bad header"}, "--scope-header"},
 		{[]string{"--upstream", "http://x", "--config", bad}, "colour"},
 		{[]string{"--upstream", "http://x", "--config", unknown}, "listne"},
 		{[]string{"--upstream", "http://x", "extra"}, "extra"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"strconv"
 	"strings"
@@ -108,7 +109,7 @@ func lookupPointer(body []byte, pointer string) (string, error) {
 	case string:
 		return v, nil
 	case json.Number:
-		return v.String(), nil
+		return numberKey(v)
 	}
 	return "", fmt.Errorf("%w: JSON pointer %q names a %T, want a string or number", once.ErrInvalidKey, pointer, doc)
 }
@@ -150,4 +151,30 @@ func splitPointer(p string) ([]string, error) {
 		parts[i] = strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
 	}
 	return parts, nil
+}
+
+// numberKey returns the key a JSON number names: its exact value in one
+// spelling, so that 7, 7.0, 7e0 and 70e-1 are one key, as they are one
+// value to RFC 8785 (and to the fingerprint). Unlike RFC 8785 it does not
+// round to a double: two ids that differ beyond the 17th digit stay two
+// keys. An integer prints in decimal digits, any other number as a decimal
+// fraction without trailing zeros.
+func numberKey(n json.Number) (string, error) {
+	s := n.String()
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		// big.Rat would expand 1e999999999: bound the exponent by what a
+		// key of 255 characters can hold.
+		if e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+")); err != nil || e > once.MaxKeyLen || e < -once.MaxKeyLen {
+			return "", fmt.Errorf("%w: the number %.40s is not a key", once.ErrInvalidKey, s)
+		}
+	}
+	var r big.Rat
+	if _, ok := r.SetString(s); !ok {
+		return "", fmt.Errorf("%w: the number %.40s is not a key", once.ErrInvalidKey, s)
+	}
+	if r.IsInt() {
+		return r.Num().String(), nil
+	}
+	d := r.FloatString(len(s) + once.MaxKeyLen)
+	return strings.TrimRight(d, "0"), nil
 }

@@ -1,6 +1,7 @@
 package oncehttp
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -49,6 +50,26 @@ func TestLookupPointer(t *testing.T) {
 	}
 	if _, err := lookupPointer([]byte("not json"), "/id"); !errors.Is(err, ErrMissingKey) {
 		t.Errorf("non-JSON body: %v", err)
+	}
+}
+
+// A number names one key however it is spelled, and keeps every digit.
+func TestNumberKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"7": "7", "7.0": "7", "7e0": "7", "70e-1": "7", "0.7E1": "7", "-0": "0", "-0.0": "0",
+		"7.50": "7.5", "1.5e-3": "0.0015", "1E2": "100", "-12.250": "-12.25",
+		"12345678901234567890123": "12345678901234567890123",
+		"12345678901234567890124": "12345678901234567890124",
+	} {
+		got, err := numberKey(json.Number(in))
+		if err != nil || got != want {
+			t.Errorf("numberKey(%s) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"1e999999999", "1e-300", "1e256"} {
+		if got, err := numberKey(json.Number(in)); !errors.Is(err, once.ErrInvalidKey) {
+			t.Errorf("numberKey(%s) = %q, %v; want ErrInvalidKey", in, got, err)
+		}
 	}
 }
 

@@ -177,11 +177,11 @@ func (g *Gateway) Serve(ctx context.Context, proxyLn, apiLn net.Listener) error 
 	var proxySrv, apiSrv *http.Server
 	if proxyLn != nil {
 		proxySrv = g.server(g.handler)
-		go func() { errc <- serveErr("proxy", proxySrv.Serve(proxyLn)) }()
+		go func() { errc <- serveErr("proxy", proxySrv.Serve(problemListener{proxyLn})) }()
 	}
 	if apiLn != nil {
 		apiSrv = g.server(g.api)
-		go func() { errc <- serveErr("api", apiSrv.Serve(apiLn)) }()
+		go func() { errc <- serveErr("api", apiSrv.Serve(problemListener{apiLn})) }()
 	}
 	go g.sweep(ctx)
 	var err error

@@ -25,6 +25,10 @@ func (g *Gateway) newAPI() *http.ServeMux {
 		writeStatus(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if g.draining.Load() {
+			oncehttp.WriteProblem(w, oncehttp.ProblemFor(once.ErrClosed))
+			return
+		}
 		if err := g.Ready(r.Context()); err != nil {
 			g.log.Warn("once: not ready", "error", err)
 			oncehttp.WriteProblem(w, oncehttp.ProblemFor(err))

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +83,9 @@ type Gateway struct {
 	api     *http.ServeMux
 	metrics *metrics
 	closed  sync.Once
+	// draining is set when shutdown begins: /readyz fails from then on, so
+	// that a load balancer stops sending requests.
+	draining atomic.Bool
 }
 
 // New returns a Gateway for cfg.
@@ -222,6 +226,7 @@ func (g *Gateway) server(h http.Handler) *http.Server {
 // abandoned then (a retry gets outcome-unknown, or executes again under
 // Abandoned retry); shutdown returns ErrShutdownTimeout.
 func (g *Gateway) shutdown(proxySrv, apiSrv *http.Server) error {
+	g.draining.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error

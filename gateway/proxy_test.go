@@ -427,6 +427,13 @@ func TestShutdownTimeout(t *testing.T) {
 	go send("POST", hs.proxy+"/orders", "{}", "Idempotency-Key", "slow")
 	waitFor(t, func() bool { return hs.calls.Load() == 1 })
 	start := time.Now()
+	hs.cancel()
+	// While it drains, the gateway is not ready: a load balancer stops
+	// sending it requests.
+	waitFor(t, func() bool {
+		r, err := send("GET", hs.api+"/readyz", "")
+		return err == nil && r.status == 503 && problemName(t, r) == "shutting-down"
+	})
 	err := hs.stop()
 	if !errors.Is(err, gateway.ErrShutdownTimeout) {
 		t.Fatalf("Serve returned %v, want ErrShutdownTimeout", err)

@@ -1053,11 +1053,11 @@ func (h *heartbeat) renew() (retryIn time.Duration, lost error) {
 		h.f.setRetryAt(h.leaseEnd)
 		return 0, nil
 	case errors.Is(err, ErrFenced):
-		return 0, fmt.Errorf("once: key %s: lease lost while running: %w", h.f.key, err)
+		return 0, fmt.Errorf("%w while running: key %s: %w", ErrLeaseLost, h.f.key, err)
 	}
 	left := time.Until(h.leaseEnd)
 	if left <= 0 {
-		return 0, fmt.Errorf("once: key %s: lease not renewed before it passed: %w", h.f.key, err)
+		return 0, fmt.Errorf("%w: key %s: not renewed before it passed: %w", ErrLeaseLost, h.f.key, err)
 	}
 	return min(max(h.e.cfg.Heartbeat/4, time.Millisecond), left), nil
 }

@@ -30,6 +30,12 @@ var (
 	// ErrUnavailable: the store could not be reached or answered with an
 	// error; nothing can be said about the key.
 	ErrUnavailable = errors.New("once: store unavailable")
+	// ErrLeaseLost: the lease of an execution in progress could not be
+	// renewed before it passed (the store was unreachable, or the process
+	// stalled), or the key was taken over. Executor.Do then cancels fn's
+	// context with a cause that wraps it (context.Cause), and returns an
+	// error that wraps it. Whether fn's effect happened is for fn to say.
+	ErrLeaseLost = errors.New("once: lease lost")
 )
 
 // ClaimError is the one typed error: it carries what a claim that did not

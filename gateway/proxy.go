@@ -73,7 +73,14 @@ func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 // proxyError handles a failed upstream call: a keyed request fails its
 // execution (see classify); any other request gets the problem at once.
 func proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	err = classify(err)
+	if cause := context.Cause(r.Context()); errors.Is(cause, once.ErrLeaseLost) {
+		// The executor cut the call short: its lease passed. Whatever the
+		// Transport says (a deadline, a cancellation), the request may
+		// have reached the upstream: outcome unknown.
+		err = once.Abandon(cause)
+	} else {
+		err = classify(err)
+	}
 	if oncehttp.Fail(r, err) {
 		return
 	}

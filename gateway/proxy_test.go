@@ -18,6 +18,7 @@ import (
 
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/gateway"
+	"github.com/oncehq/once/memstore"
 )
 
 // 5. The upstream gets the key as sent and a request ID, which the client gets
@@ -523,4 +524,36 @@ type countingConn struct {
 func (c *countingConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
 	return c.Conn.Write(p)
+}
+
+// noRenewStore cannot renew leases: a fault a real store gives only when it
+// is unreachable at the wrong moment, or the process stalls past its lease.
+type noRenewStore struct{ once.Store }
+
+func (noRenewStore) Extend(context.Context, once.Key, uint64, time.Duration) error {
+	return once.ErrUnavailable
+}
+
+// The lease passes while the upstream works: the call is cut short and the
+// client told the lease was lost and the outcome is unknown (not that the
+// upstream timed out), and the key is left to become abandoned, never
+// released for a second execution.
+func TestLeaseLostDuringUpstreamCall(t *testing.T) {
+	hs := start(t, gateway.Config{Store: noRenewStore{memstore.New(memstore.Config{})}, Lease: 300 * time.Millisecond}, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // then the server notices the gateway hanging up
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		created(w, r)
+	})
+	r := hs.post("slow", "{}")
+	wantProblem(t, r, 503, "lease-lost")
+	if !strings.Contains(r.body, `"outcome":"unknown"`) {
+		t.Fatalf("problem does not say the outcome is unknown: %s", r.body)
+	}
+	wantProblem(t, hs.post("slow", "{}"), 409, "outcome-unknown")
+	if n := hs.calls.Load(); n != 1 {
+		t.Fatalf("upstream called %d times, want 1", n)
+	}
 }

@@ -422,9 +422,12 @@ func (h *handler) respond(w http.ResponseWriter, att *attempt, exec once.Executi
 	case errors.As(err, &rel):
 		ev.Outcome, ev.Err = OutcomeReleased, nil
 		h.writeResult(w, rel.res, false, ev)
-	case hasResponse(exec.Result):
-		// The handler answered but the answer could not be stored (lease
-		// lost, store down): the client still gets the real response.
+	case hasResponse(exec.Result) && !errors.Is(err, once.ErrFenced):
+		// The handler answered but the answer could not be stored (the
+		// store is down): the client still gets the real response. Not
+		// when another execution took the key over (fenced): the key keeps
+		// that one's response, and every client of the key must get the
+		// same answer, so this one gets lease-lost and its retry the key's.
 		ev.Outcome = OutcomeExecuted
 		h.writeResult(w, exec.Result, false, ev)
 	default:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -566,5 +567,44 @@ func TestLeaseRenewedAcrossProcesses(t *testing.T) {
 	}
 	if n := a.calls.Load() + b.calls.Load(); n != 1 {
 		t.Fatalf("executed %d times across two processes", n)
+	}
+}
+
+// When the key is taken over while the handler runs (an operator deleted it
+// and another execution claimed it), the handler's response is not the
+// key's: the client gets 503 lease-lost, not a 201 that no retry would ever
+// see again, and a retry gets the key's response.
+func TestFencedResponseNotSent(t *testing.T) {
+	var e *env
+	e = newEnv(t, nil, once.Config{}, oncehttp.Config{}, func(w http.ResponseWriter, r *http.Request) {
+		ctx := context.Background()
+		key := once.Key{Scope: oncehttp.Scope(nil), ID: "k"}
+		rec, err := e.store.Get(ctx, key)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := e.store.Delete(ctx, key); err != nil {
+			t.Error(err)
+			return
+		}
+		cr, err := e.store.Claim(ctx, once.ClaimRequest{Key: key, Fingerprint: rec.Fingerprint, Lease: time.Minute, Retention: time.Hour})
+		if err != nil || cr.Outcome != once.Acquired {
+			t.Errorf("take-over: %v %v", cr.Outcome, err)
+			return
+		}
+		if err := e.store.Complete(ctx, key, cr.Record.Token, oncehttp.EncodeResult(201, http.Header{}, []byte("the other execution"), "r-2")); err != nil {
+			t.Error(err)
+		}
+		w.WriteHeader(201)
+		io.WriteString(w, "this execution")
+	})
+	first := e.post("k", "{}")
+	if first.status != 503 || first.problem(t).Name() != "lease-lost" {
+		t.Fatalf("first: %d %s, want 503 lease-lost", first.status, first.body)
+	}
+	retry := e.post("k", "{}")
+	if retry.status != 201 || retry.body != "the other execution" || retry.header.Get(oncehttp.HeaderReplayed) != "true" {
+		t.Fatalf("retry: %d %q %v", retry.status, retry.body, retry.header)
 	}
 }

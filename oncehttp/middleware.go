@@ -476,7 +476,7 @@ func (h *handler) fail(w http.ResponseWriter, ev *Event, err error, fp []byte) {
 	if errors.Is(err, once.ErrMismatch) && errors.As(err, &ce) {
 		if d := Differs(ce.Record.Fingerprint, fp); len(d) > 0 {
 			p.Differs = strings.Join(d, ",")
-			p.Detail = fmt.Sprintf("This idempotency key was first used with a different request: the %s differs; nothing was forwarded", strings.Join(d, " and "))
+			p.Detail = fmt.Sprintf("This idempotency key was first used with a different request: %s; nothing was forwarded", differsText(d))
 		}
 	}
 	h.writeProblem(w, ev, p)
@@ -643,3 +643,19 @@ func (w *idWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the client's writer (flushes,
 // upgrades).
 func (w *idWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// differsText says which parts differ: "the body differs", "the path and
+// the body differ", "the method, the path and the body differ".
+func differsText(names []string) string {
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = "the " + n
+	}
+	switch len(parts) {
+	case 0:
+		return "it differs"
+	case 1:
+		return parts[0] + " differs"
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1] + " differ"
+}

@@ -608,3 +608,22 @@ func TestFencedResponseNotSent(t *testing.T) {
 		t.Fatalf("retry: %d %q %v", retry.status, retry.body, retry.header)
 	}
 }
+
+func TestMismatchDetail(t *testing.T) {
+	e := newEnv(t, nil, once.Config{}, oncehttp.Config{}, echo)
+	e.post("m", `{"a":1}`)
+	for body, want := range map[string]string{
+		`{"a":2}`: "the body differs;",
+	} {
+		if r := e.post("m", body); !strings.Contains(r.problem(t).Detail, want) {
+			t.Errorf("%s: detail %q, want %q in it", body, r.problem(t).Detail, want)
+		}
+	}
+	r, err := try("PATCH", e.srv.URL+"/other?x=1", `{"a":2}`, "Idempotency-Key", "m", "Content-Type", "application/json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "the method, the path, the query and the body differ;"; !strings.Contains(r.problem(t).Detail, want) {
+		t.Errorf("detail %q, want %q in it", r.problem(t).Detail, want)
+	}
+}

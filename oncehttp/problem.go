@@ -141,7 +141,11 @@ func ProblemFor(err error) Problem {
 		}
 	}
 	if d, ok := once.RetryAfter(err); ok {
-		p.RetryAfter = d
+		// The time left on the holder's lease bounds when the key is
+		// decided, but with a renewed lease it says little (a 300 ms
+		// execution under a 30 s lease would have clients wait 30 s), and
+		// a retry waits for the execution again: one second.
+		p.RetryAfter = min(d, time.Second)
 	} else if spec.status == http.StatusServiceUnavailable {
 		p.RetryAfter = time.Second
 	}

@@ -1,6 +1,7 @@
 package oncehttp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -278,6 +280,10 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, in *idleReade
 	}
 	h.bound(in, w, r)
 	b, err := readAll(b, in, limit+1)
+	var tooLarge *http.MaxBytesError // an http.MaxBytesHandler around this one
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrRequestTooLarge, tooLarge.Limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequestBody, err)
 	}
@@ -598,6 +604,11 @@ func (a *attempt) outcome(rec *recorder, p any) (once.Result, error) {
 	switch {
 	case a.failed != nil:
 		return once.Result{}, a.failed
+	case rec.streaming && p != nil:
+		// Part of the response went out, then the handler gave up: the
+		// effect may have happened, and the client must not take what it
+		// got for a whole response (respond aborts the connection).
+		return once.Result{}, once.Abandon(fmt.Errorf("%w: the handler panicked after its response began: %v", ErrUpstreamFailed, p))
 	case rec.streaming:
 		// The status is known and the response went out (or the client
 		// left): the request took effect, its response is not stored.
@@ -608,6 +619,7 @@ func (a *attempt) outcome(rec *recorder, p any) (once.Result, error) {
 		a.panicVal = p
 		return once.Result{}, fmt.Errorf("oncehttp: handler panicked: %v", p)
 	}
+	completeHeader(rec.header, rec.statusOrOK(), rec.body.Bytes())
 	res := EncodeResult(rec.statusOrOK(), rec.header, rec.body.Bytes(), a.info.RequestID)
 	if rec.statusOrOK() == http.StatusTooManyRequests {
 		return once.Result{}, &releasedError{res: res}
@@ -644,6 +656,23 @@ func (w *idWriter) Write(p []byte) (int, error) {
 // upgrades).
 func (w *idWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// Flush and Hijack keep the interfaces that handlers check for (streaming,
+// WebSocket upgrades) on a request that passes through. A flush before
+// any write sends the headers, X-Request-Id included.
+func (w *idWriter) Flush() { _ = w.FlushError() }
+
+func (w *idWriter) FlushError() error {
+	if w.status == 0 {
+		w.status = http.StatusOK
+		w.Header().Set(HeaderRequestID, w.id)
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *idWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
 // differsText says which parts differ: "the body differs", "the path and
 // the body differ", "the method, the path and the body differ".
 func differsText(names []string) string {
@@ -658,4 +687,37 @@ func differsText(names []string) string {
 		return parts[0] + " differs"
 	}
 	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1] + " differ"
+}
+
+// completeHeader adds to a recorded response what net/http would have added
+// had the handler written to the client: a Date, and a Content-Type sniffed
+// from the body when the handler set none (not even an empty one). They are
+// stored with the rest, so that the first answer is the handler's as a bare
+// server would send it, and every replay the same.
+func completeHeader(h http.Header, status int, body []byte) {
+	// Trailers are not stored (docs/gateway.md): neither the declaration
+	// nor the values a handler set after writing, which would otherwise
+	// come back as headers.
+	for _, v := range h.Values("Trailer") {
+		for name := range strings.SplitSeq(v, ",") {
+			delete(h, http.CanonicalHeaderKey(strings.TrimSpace(name)))
+		}
+	}
+	delete(h, "Trailer")
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			delete(h, k)
+		}
+	}
+	if _, ok := h["Date"]; !ok {
+		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+	}
+	if _, ok := h["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(status) && h.Get("Transfer-Encoding") == "" {
+		h["Content-Type"] = []string{http.DetectContentType(body)}
+	}
+}
+
+// bodyAllowed reports whether a response of status may have a body.
+func bodyAllowed(status int) bool {
+	return (status < 100 || status >= 200) && status != http.StatusNoContent && status != http.StatusNotModified
 }

@@ -73,6 +73,10 @@ func (r *recorder) FlushError() error {
 	return http.NewResponseController(r.w).Flush()
 }
 
+// Flush makes the recorder an http.Flusher, as handlers that stream check
+// for: see FlushError.
+func (r *recorder) Flush() { _ = r.FlushError() }
+
 // startStreaming sends the status, headers and buffered body to the client.
 func (r *recorder) startStreaming() {
 	r.streaming = true

@@ -47,7 +47,7 @@ func EncodeResult(status int, header http.Header, body []byte, requestID string)
 		if len(values) == 0 || slices.Contains(hopByHop, name) || names(connection, name) {
 			continue
 		}
-		res.Meta[metaHeaderKey(name)] = strings.Join(values, "\n")
+		res.Meta[metaHeaderKey(name)] = joinValues(values)
 	}
 	return res
 }
@@ -138,4 +138,25 @@ func notStoredResult(status int, size int64, requestID string) once.Result {
 		res.Meta[MetaRequestID] = requestID
 	}
 	return res
+}
+
+// joinValues joins a header's values with newlines, after turning the
+// newlines inside a value into spaces, as net/http does when it writes a
+// header: a value stays one value.
+func joinValues(values []string) string {
+	for _, v := range values {
+		if strings.ContainsAny(v, "\r\n") {
+			clean := make([]string, len(values))
+			for i, v := range values {
+				clean[i] = strings.Map(func(r rune) rune {
+					if r == '\r' || r == '\n' {
+						return ' '
+					}
+					return r
+				}, v)
+			}
+			return strings.Join(clean, "\n")
+		}
+	}
+	return strings.Join(values, "\n")
 }

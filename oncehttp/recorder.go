@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // recorder is the ResponseWriter the wrapped handler writes to while it
@@ -76,6 +77,20 @@ func (r *recorder) FlushError() error {
 // Flush makes the recorder an http.Flusher, as handlers that stream check
 // for: see FlushError.
 func (r *recorder) Flush() { _ = r.FlushError() }
+
+// SetWriteDeadline lets a handler bound its writes (http.ResponseController)
+// as it would without the middleware: while the response is buffered
+// nothing waits on the client, so there is nothing to bound; once it
+// streams, the client's connection gets the deadline.
+func (r *recorder) SetWriteDeadline(t time.Time) error {
+	if !r.streaming {
+		return nil
+	}
+	return http.NewResponseController(r.w).SetWriteDeadline(t)
+}
+
+// SetReadDeadline: the middleware has read the whole body already.
+func (r *recorder) SetReadDeadline(time.Time) error { return nil }
 
 // startStreaming sends the status, headers and buffered body to the client.
 func (r *recorder) startStreaming() {

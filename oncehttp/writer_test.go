@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oncehq/once"
 	"github.com/oncehq/once/memstore"
@@ -127,4 +128,22 @@ func TestOuterMaxBytesIs413(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantProblem(t, r, 413, "request-too-large")
+}
+
+// A keyed handler may set deadlines through http.ResponseController, as it
+// would without the middleware.
+func TestKeyedHandlerDeadlines(t *testing.T) {
+	e := newEnv(t, nil, once.Config{}, oncehttp.Config{}, func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		if err := rc.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.WriteHeader(201)
+	})
+	wantStatus(t, e.post("k1", "{}"), 201)
 }
